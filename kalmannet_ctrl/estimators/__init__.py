@@ -1,0 +1,18 @@
+"""Estimators on one protocol: Kalman, extended and unscented Kalman filters (and learned ones)."""
+
+from .base import Estimator, FilterResult, GaussianFilter, GaussianState
+from .extended import ExtendedKalmanFilter
+from .kalman import KalmanFilter, SteadyStateGain, steady_state_gain
+from .unscented import UnscentedKalmanFilter
+
+__all__ = [
+    "Estimator",
+    "ExtendedKalmanFilter",
+    "FilterResult",
+    "GaussianFilter",
+    "GaussianState",
+    "KalmanFilter",
+    "SteadyStateGain",
+    "UnscentedKalmanFilter",
+    "steady_state_gain",
+]

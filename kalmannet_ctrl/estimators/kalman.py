@@ -1,0 +1,273 @@
+"""The Kalman filter for linear Gaussian models, batched and differentiable."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import scipy.linalg
+import torch
+from torch import Tensor
+
+from ..errors import RiccatiError
+from ..models.linear import LinearGaussianModel
+from .base import FilterResult, GaussianFilter, GaussianState, gain_and_joseph, joseph_cov
+
+__all__ = ["KalmanFilter", "SteadyStateGain", "steady_state_gain"]
+
+
+class _Stationary(NamedTuple):
+    """Constants of the converged filter: x̂_t = x̂_{t-1} Φ' + u_{t-1} Γ' + y_t K'."""
+
+    gain: Tensor  # K (n_x, n_y)
+    cov: Tensor  # stationary P_{t|t}; also the marker of a converged state
+    phi_t: Tensor  # ((I - KC) A)'
+    gamma_t: Tensor  # ((I - KC) B)'
+    gain_t: Tensor  # K'
+    tol: float
+
+
+class SteadyStateGain(NamedTuple):
+    """Stationary Kalman filter quantities of a time-invariant linear model (from the DARE).
+
+    Attributes
+    ----------
+    gain : (n_x, n_y)
+        Filter-form gain K: x̂_{t|t} = x̂_{t|t-1} + K (y_t − C x̂_{t|t-1}).
+    predictor_gain : (n_x, n_y)
+        Predictor-form gain A K, as returned by ``control.dlqe``'s convention
+        x̂_{t+1|t} = A x̂_{t|t-1} + B u_t + A K (y_t − C x̂_{t|t-1}).
+    cov_pred : (n_x, n_x)
+        Stationary a-priori error covariance P_{t|t-1} (the DARE's solution).
+    cov : (n_x, n_x)
+        Stationary a-posteriori error covariance P_{t|t}.
+    """
+
+    gain: Tensor
+    predictor_gain: Tensor
+    cov_pred: Tensor
+    cov: Tensor
+
+
+def steady_state_gain(model: LinearGaussianModel) -> SteadyStateGain:
+    """Solve the filter DARE of ``model`` with SciPy.
+
+    P = A P A' − A P C' (C P C' + V)^{-1} C P A' + W, with W = process_cov, V = measurement_cov.
+
+    Raises
+    ------
+    RiccatiError
+        If (A, C) is not detectable or (A, W^{1/2}) not stabilizable on the unit circle.
+    """
+    if not isinstance(model, LinearGaussianModel):
+        raise TypeError(f"model: expected a LinearGaussianModel, found {type(model).__name__}")
+    m = model.numpy()
+    A, C, W, V = m["A"], m["C"], m["process_cov"], m["measurement_cov"]
+    try:
+        P = scipy.linalg.solve_discrete_are(A.T, C.T, W, V)
+    except (np.linalg.LinAlgError, ValueError) as exc:
+        raise RiccatiError(
+            f"model: the filter Riccati equation has no stabilizing solution ({exc}); "
+            "check that (A, C) is detectable and the process noise reaches every unstable mode"
+        ) from exc
+    if not np.all(np.isfinite(P)):
+        raise RiccatiError("model: the filter Riccati equation returned non-finite values")
+    P = 0.5 * (P + P.T)
+    S = C @ P @ C.T + V
+    K = np.linalg.solve(S, C @ P).T
+    I_KC = np.eye(A.shape[0]) - K @ C
+    P_post = I_KC @ P @ I_KC.T + K @ V @ K.T
+    P_post = 0.5 * (P_post + P_post.T)
+    to = dict(dtype=model.dtype, device=model.device)
+    return SteadyStateGain(
+        torch.as_tensor(K, **to),
+        torch.as_tensor(A @ K, **to),
+        torch.as_tensor(P, **to),
+        torch.as_tensor(P_post, **to),
+    )
+
+
+class KalmanFilter(GaussianFilter):
+    """Kalman filter for a :class:`LinearGaussianModel`, batched over trajectories.
+
+    Predict: x̂⁻ = A x̂ + B u, P⁻ = A P A' + W. Update (Joseph form):
+    K = P⁻C'(C P⁻ C' + V)^{-1}, x̂ = x̂⁻ + K (y − C x̂⁻), P = (I − KC) P⁻ (I − KC)' + K V K'.
+
+    The covariance recursion does not depend on the data: while every trajectory of the batch
+    shares it (same prior, no missing measurement) it is computed once, as an (n_x, n_x) matrix,
+    for the whole batch. Rows with missing measurements (NaN) get their own covariance.
+
+    Parameters
+    ----------
+    model : LinearGaussianModel
+        The model the filter believes. Gradients flow to its tensors (A, B, C, covariances).
+    steady_state : bool, default False
+        Use the constant stationary gain from the DARE (:func:`steady_state_gain`) instead of the
+        time-varying one. The covariance then reported is the exact error covariance of that
+        fixed-gain filter (the Joseph form holds for any gain); it converges to the stationary
+        P_{t|t}. The DARE is solved with SciPy, so the gain itself is not differentiable.
+
+    Shapes
+    ------
+    step: y (B, n_y), u_prev (B, n_u) -> x̂ (B, n_x);
+    filter: y (B, T, n_y), u (B, T, n_u) -> mean (B, T, n_x), cov (B, T, n_x, n_x)
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from kalmannet_ctrl.models import LinearGaussianModel
+    >>> model = LinearGaussianModel(A=[[1.0, 1.0], [0.0, 1.0]], C=[[1.0, 0.0]],
+    ...                             process_cov=0.01 * np.eye(2), measurement_cov=[[1.0]])
+    >>> traj = model.simulate(50, 8, generator=torch.Generator().manual_seed(0))
+    >>> KalmanFilter(model).filter(traj.y).mean.shape
+    torch.Size([8, 50, 2])
+    """
+
+    def __init__(self, model: LinearGaussianModel, *, steady_state: bool = False) -> None:
+        if not isinstance(model, LinearGaussianModel):
+            raise TypeError(
+                f"model: KalmanFilter needs a LinearGaussianModel, found {type(model).__name__}; "
+                "use ExtendedKalmanFilter or UnscentedKalmanFilter for nonlinear models, "
+                "or kalmannet_ctrl.models.linearize"
+            )
+        super().__init__(model)
+        self.steady_state = bool(steady_state)
+        self._dare: SteadyStateGain | None = steady_state_gain(model) if steady_state else None
+        self._fast: _Stationary | bool | None = None
+
+    @property
+    def steady(self) -> SteadyStateGain:
+        """The stationary gain and covariances of the model (solved on first use)."""
+        if self._dare is None:
+            self._dare = steady_state_gain(self.model)
+        return self._dare
+
+    def _predict(self, mean: Tensor, cov: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
+        return self.model.f(mean, u), self._predict_cov(cov)
+
+    def _predict_cov(self, cov: Tensor) -> Tensor:
+        m = self.model
+        cov = m.A @ cov @ m.A.mT + m.process_cov
+        return 0.5 * (cov + cov.mT)
+
+    def _gain_and_cov(self, cov_pred: Tensor) -> tuple[Tensor, Tensor]:
+        m = self.model
+        if not self.steady_state:
+            return gain_and_joseph(cov_pred, m.C, m.measurement_cov)
+        K = self.steady.gain
+        return K, joseph_cov(cov_pred, K, m.C, m.measurement_cov)
+
+    def _update(self, mean: Tensor, cov: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        K, cov = self._gain_and_cov(cov)
+        innovation = y - self.model.h(mean)
+        if K.dim() == 2:
+            return mean + innovation @ K.mT, cov
+        return mean + (K @ innovation.unsqueeze(-1)).squeeze(-1), cov
+
+    # -- fast paths ------------------------------------------------------------------------------
+    # Once the shared covariance has converged to the stationary one (to round-off), the
+    # recursion reduces to x̂_t = Φ x̂_{t-1} + Γ u_{t-1} + K y_t. The converged state holds the
+    # stationary covariance object itself, which is how a step recognizes it. Used only where no
+    # gradient with respect to the model is needed.
+
+    def _grad_needed(self) -> bool:
+        if not torch.is_grad_enabled():
+            return False
+        m = self.model
+        return any(
+            t.requires_grad
+            for t in (m.A, m.B, m.C, m.process_cov, m.measurement_cov, m.x0_mean, m.x0_cov)
+        )
+
+    def _stationary(self) -> _Stationary | None:
+        if self._grad_needed():
+            return None
+        if self._fast is None:
+            try:
+                ss = self.steady
+            except RiccatiError:
+                self._fast = False
+                return None
+            m = self.model
+            I_KC = torch.eye(m.n_x, dtype=m.dtype, device=m.device) - ss.gain @ m.C
+            tol = 1e-12 if m.dtype == torch.float64 else 1e-5
+            self._fast = _Stationary(
+                ss.gain, ss.cov, (I_KC @ m.A).mT, (I_KC @ m.B).mT, ss.gain.mT.contiguous(), tol
+            )
+        return self._fast or None
+
+    def _snap(self, cov: Tensor, fast: _Stationary | None) -> Tensor:
+        """The stationary covariance object when ``cov`` (shared) equals it to round-off."""
+        if fast is None or cov.dim() != 2:
+            return cov
+        scale = float(fast.cov.abs().amax())
+        if float((cov - fast.cov).abs().amax()) <= fast.tol * max(scale, 1e-300):
+            return fast.cov
+        return cov
+
+    def _step(
+        self, state: GaussianState, y: Tensor, u_prev: Tensor | None
+    ) -> tuple[Tensor, GaussianState]:
+        fast = self._stationary()
+        if (
+            fast is not None
+            and state.cov is fast.cov
+            and state.fresh is None
+            and not bool(torch.isnan(y).any())
+        ):
+            mean = torch.addmm(y @ fast.gain_t, state.mean, fast.phi_t)
+            if u_prev is not None and self.model.n_u > 0:
+                mean = torch.addmm(mean, u_prev, fast.gamma_t)
+            return mean, GaussianState(mean, state.cov, None)
+        mean, new = super()._step(state, y, u_prev)
+        return mean, GaussianState(new.mean, self._snap(new.cov, fast), None)
+
+    def filter(
+        self, y: Any, u: Any = None, *, x0_mean: Any = None, x0_cov: Any = None
+    ) -> FilterResult:
+        """Filter a batch of sequences (see :meth:`GaussianFilter.filter`).
+
+        Without missing measurements and with a prior covariance shared by the batch, the gains
+        and covariances are computed once for all trajectories, then the means follow from one
+        batched linear recursion.
+        """
+        y, u = self._check_sequences(y, u)
+        B, T = y.shape[0], y.shape[1]
+        state = self.init(B, x0_mean=x0_mean, x0_cov=x0_cov)
+        if state.cov.dim() == 3 or bool(torch.isnan(y).any()):
+            return self._filter_loop(state, y, u)
+        m = self.model
+        gains, covs = self._gain_sequence(state.cov, T)  # (T, n_x, n_y), (T, n_x, n_x)
+        I_KC = torch.eye(m.n_x, dtype=m.dtype, device=m.device) - gains @ m.C
+        drive = torch.einsum("tij,btj->bti", gains, y)
+        if u is not None and m.n_u > 0 and T > 1:
+            drive[:, 1:] += torch.einsum("tij,btj->bti", I_KC[1:], u[:, :-1] @ m.B.mT)
+        phi_t = (I_KC @ m.A).mT
+        mean = state.mean @ I_KC[0].mT + drive[:, 0]
+        means = [mean]
+        for t in range(1, T):
+            mean = torch.addmm(drive[:, t], mean, phi_t[t])
+            means.append(mean)
+        return FilterResult(torch.stack(means, 1), covs.unsqueeze(0).expand(B, -1, -1, -1))
+
+    def _gain_sequence(self, cov0: Tensor, T: int) -> tuple[Tensor, Tensor]:
+        """Gains K_t and posterior covariances P_{t|t}, t < T, from the prior covariance."""
+        fast = self._stationary()
+        gains, covs = [], []
+        cov = cov0
+        for t in range(T):
+            if t > 0:
+                cov = self._predict_cov(cov)
+            K, cov = self._gain_and_cov(cov)
+            cov = self._snap(cov, fast)
+            gains.append(K)
+            covs.append(cov)
+            if fast is not None and cov is fast.cov:
+                rest = T - t - 1
+                gains.extend([fast.gain] * rest)
+                covs.extend([fast.cov] * rest)
+                break
+        return torch.stack(gains), torch.stack(covs)
+
+    def __repr__(self) -> str:
+        return f"KalmanFilter(model={self.model!r}, steady_state={self.steady_state})"
