@@ -6,6 +6,7 @@ argument, the expected and the found value.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,7 +62,9 @@ def as_tensor(
         raise TypeError(f"{name}: expected a real floating tensor, found dtype {t.dtype}")
     if not t.is_floating_point():
         t = t.to(dtype or torch.float64)
-    if dtype is not None or device is not None:
+    if (dtype is not None and t.dtype != dtype) or (
+        device is not None and t.device != torch.device(device)
+    ):
         t = t.to(dtype=dtype or t.dtype, device=device or t.device)
     return t
 
@@ -76,6 +79,8 @@ def check_shape(t: Tensor, name: str, expected: ShapeSpec) -> None:
 
     String entries are symbolic names used only in the message (they match any size too).
     """
+    if tuple(t.shape) == tuple(expected):
+        return
     ok = t.dim() == len(expected) and all(
         not isinstance(e, int) or e == s for e, s in zip(expected, t.shape, strict=False)
     )
@@ -87,6 +92,9 @@ def check_shape(t: Tensor, name: str, expected: ShapeSpec) -> None:
 
 def check_finite(t: Tensor, name: str) -> None:
     """Raise :class:`NonFiniteError` if ``t`` holds NaN or inf."""
+    # a finite sum implies finite entries (NaN and inf propagate); the exact test runs otherwise
+    if t.numel() and math.isfinite(float(t.detach().sum())):
+        return
     if not bool(torch.isfinite(t).all()):
         n_bad = int((~torch.isfinite(t)).sum())
         raise NonFiniteError(f"{name}: expected finite values, found {n_bad} NaN/inf entries")

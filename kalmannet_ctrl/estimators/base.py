@@ -9,13 +9,14 @@ means "no measurement" for that trajectory and step (predict only).
 from __future__ import annotations
 
 import abc
+import math
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from .._validation import as_tensor, check_batch, check_covariance, check_finite, check_shape
-from ..errors import DimensionError
+from ..errors import DimensionError, NonFiniteError
 from ..models.base import SystemModel
 
 __all__ = ["Estimator", "FilterResult", "GaussianFilter", "GaussianState"]
@@ -164,6 +165,8 @@ class GaussianFilter(abc.ABC):
         if y.dim() != 2 or y.shape[1] != m.n_y:
             raise DimensionError(f"y: expected shape ({B}, {m.n_y}), found {tuple(y.shape)}")
         check_batch("y", y.shape[0], B)
+        if not math.isfinite(float(y.sum())):
+            _check_no_inf(y)
         if u_prev is not None:
             u_prev = as_tensor(u_prev, "u_prev", dtype=m.dtype, device=m.device)
             check_shape(u_prev, "u_prev", (B, m.n_u))
@@ -211,6 +214,7 @@ class GaussianFilter(abc.ABC):
             raise DimensionError(
                 f"y: expected at least one trajectory and one step, found shape {tuple(y.shape)}"
             )
+        _check_no_inf(y)
         if u is not None:
             u = as_tensor(u, "u", dtype=m.dtype, device=m.device)
             check_shape(u, "u", (B, T, m.n_u))
@@ -279,6 +283,13 @@ class GaussianFilter(abc.ABC):
         mean = torch.where(missing[:, None], mean, new_mean)
         cov = torch.where(missing[:, None, None], cov.expand(B, n, n), new_cov.expand(B, n, n))
         return mean, cov
+
+
+def _check_no_inf(y: Tensor) -> None:
+    if bool(torch.isinf(y).any()):
+        raise NonFiniteError(
+            "y: found inf in the measurements; mark a missing measurement with NaN instead"
+        )
 
 
 def _stack_covs(covs: list[Tensor], B: int) -> Tensor:

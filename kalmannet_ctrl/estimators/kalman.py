@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -213,7 +214,7 @@ class KalmanFilter(GaussianFilter):
             fast is not None
             and state.cov is fast.cov
             and state.fresh is None
-            and not bool(torch.isnan(y).any())
+            and math.isfinite(float(y.sum()))  # no missing measurement
         ):
             mean = torch.addmm(y @ fast.gain_t, state.mean, fast.phi_t)
             if u_prev is not None and self.model.n_u > 0:
@@ -237,21 +238,50 @@ class KalmanFilter(GaussianFilter):
         if state.cov.dim() == 3 or bool(torch.isnan(y).any()):
             return self._filter_loop(state, y, u)
         m = self.model
-        gains, covs = self._gain_sequence(state.cov, T)  # (T, n_x, n_y), (T, n_x, n_x)
-        I_KC = torch.eye(m.n_x, dtype=m.dtype, device=m.device) - gains @ m.C
-        drive = torch.einsum("tij,btj->bti", gains, y)
+        n = m.n_x
+        eye = torch.eye(n, dtype=m.dtype, device=m.device)
+        # time-varying gains for t < tc, the stationary gain K_ss from tc on
+        gains, covs, K_ss = self._gain_sequence(state.cov, T)
+        tc = gains.shape[0]
+        I_KC = eye - gains @ m.C  # (tc, n, n)
+        phi = I_KC @ m.A
+        yT = y.transpose(0, 1)  # (T, B, n_y)
+        # drive_t = K_t y_t + (I - K_t C) B u_{t-1}, laid out (T, B, n)
+        drive = torch.empty(T, B, n, dtype=m.dtype, device=m.device)
+        drive[:tc] = yT[:tc] @ gains.mT
+        if tc < T:
+            I_KC_ss = eye - K_ss @ m.C
+            drive[tc:] = yT[tc:] @ K_ss.mT
         if u is not None and m.n_u > 0 and T > 1:
-            drive[:, 1:] += torch.einsum("tij,btj->bti", I_KC[1:], u[:, :-1] @ m.B.mT)
-        phi_t = (I_KC @ m.A).mT
-        mean = state.mean @ I_KC[0].mT + drive[:, 0]
-        means = [mean]
-        for t in range(1, T):
-            mean = torch.addmm(drive[:, t], mean, phi_t[t])
-            means.append(mean)
-        return FilterResult(torch.stack(means, 1), covs.unsqueeze(0).expand(B, -1, -1, -1))
+            Bu = u.transpose(0, 1)[:-1] @ m.B.mT  # (T-1, B, n): B u_{t-1} for t = 1 .. T-1
+            drive[1:tc] += Bu[: tc - 1] @ I_KC[1:].mT
+            if tc < T:
+                drive[tc:] += Bu[tc - 1 :] @ I_KC_ss.mT
+        phi_t = phi.mT
+        phi_ss_t = (I_KC_ss @ m.A).mT if tc < T else None
+        first = state.mean @ I_KC[0].mT + drive[0]
+        no_grad = not (torch.is_grad_enabled() and (first.requires_grad or drive.requires_grad))
+        if no_grad:  # write each step straight into the output buffer
+            means = torch.empty(T, B, n, dtype=m.dtype, device=m.device)
+            means[0] = first
+            for t in range(1, T):
+                torch.addmm(drive[t], means[t - 1], phi_t[t] if t < tc else phi_ss_t, out=means[t])
+            mean_seq = means.transpose(0, 1)
+        else:
+            mean = first
+            out = [mean]
+            for t in range(1, T):
+                mean = torch.addmm(drive[t], mean, phi_t[t] if t < tc else phi_ss_t)
+                out.append(mean)
+            mean_seq = torch.stack(out, 1)
+        return FilterResult(mean_seq, covs.unsqueeze(0).expand(B, -1, -1, -1))
 
-    def _gain_sequence(self, cov0: Tensor, T: int) -> tuple[Tensor, Tensor]:
-        """Gains K_t and posterior covariances P_{t|t}, t < T, from the prior covariance."""
+    def _gain_sequence(self, cov0: Tensor, T: int) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Gains and posterior covariances P_{t|t} for t < T, from the prior covariance.
+
+        Returns the gains K_t for t < tc, the T covariances, and the stationary gain used from tc
+        on (None when tc = T): tc is the step after the covariance reached the stationary one.
+        """
         fast = self._stationary()
         gains, covs = [], []
         cov = cov0
@@ -262,12 +292,10 @@ class KalmanFilter(GaussianFilter):
             cov = self._snap(cov, fast)
             gains.append(K)
             covs.append(cov)
-            if fast is not None and cov is fast.cov:
-                rest = T - t - 1
-                gains.extend([fast.gain] * rest)
-                covs.extend([fast.cov] * rest)
-                break
-        return torch.stack(gains), torch.stack(covs)
+            if fast is not None and cov is fast.cov and t + 1 < T:
+                covs.extend([fast.cov] * (T - t - 1))
+                return torch.stack(gains), torch.stack(covs), fast.gain
+        return torch.stack(gains), torch.stack(covs), None
 
     def __repr__(self) -> str:
         return f"KalmanFilter(model={self.model!r}, steady_state={self.steady_state})"

@@ -49,6 +49,8 @@ def test_step_errors(cls, model) -> None:
         flt.step(state, torch.zeros(4, 2), torch.zeros(4, 2))
     with pytest.raises(NonFiniteError, match="u_prev"):
         flt.step(state, torch.zeros(4, 2), torch.full((4, 1), float("inf")))
+    with pytest.raises(NonFiniteError, match="y: found inf"):
+        flt.step(state, torch.tensor([[0.0, float("inf")]] * 4))
     with pytest.raises(TypeError, match="state: expected a GaussianState"):
         flt.step((state.mean, state.cov), torch.zeros(4, 2))
     with pytest.raises(TypeError, match="y: expected an array-like of numbers"):
@@ -64,6 +66,8 @@ def test_filter_errors(cls, model) -> None:
         flt.filter(torch.zeros(2, 5, 2), torch.zeros(2, 4, 1))
     with pytest.raises(NonFiniteError, match="u: expected finite values"):
         flt.filter(torch.zeros(2, 5, 2), torch.full((2, 5, 1), float("nan")))
+    with pytest.raises(NonFiniteError, match="y: found inf"):
+        flt.filter(torch.full((2, 5, 2), float("-inf")))
     with pytest.raises(DimensionError, match="y: expected at least one"):
         flt.filter(torch.zeros(2, 0, 2))
 
