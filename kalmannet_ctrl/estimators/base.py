@@ -165,7 +165,7 @@ class GaussianFilter(abc.ABC):
         if y.dim() != 2 or y.shape[1] != m.n_y:
             raise DimensionError(f"y: expected shape ({B}, {m.n_y}), found {tuple(y.shape)}")
         check_batch("y", y.shape[0], B)
-        if not math.isfinite(float(y.sum())):
+        if not math.isfinite(float(y.detach().sum())):
             _check_no_inf(y)
         if u_prev is not None:
             u_prev = as_tensor(u_prev, "u_prev", dtype=m.dtype, device=m.device)

@@ -214,7 +214,7 @@ class KalmanFilter(GaussianFilter):
             fast is not None
             and state.cov is fast.cov
             and state.fresh is None
-            and math.isfinite(float(y.sum()))  # no missing measurement
+            and math.isfinite(float(y.detach().sum()))  # no missing measurement
         ):
             mean = torch.addmm(y @ fast.gain_t, state.mean, fast.phi_t)
             if u_prev is not None and self.model.n_u > 0:

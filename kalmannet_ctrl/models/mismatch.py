@@ -1,0 +1,476 @@
+"""Model mismatch: derive a "true" model from a nominal one, or a nominal model from a true one.
+
+Each helper returns a new model and leaves its argument untouched:
+
+- :func:`rotate_dynamics`, :func:`rotate_measurement` compose f or h with a rotation R_θ, the
+  mismatch of the KalmanNet paper (Revach et al., IEEE TSP 2022, eq. (16) and Table VIII);
+- :func:`scale_parameters`, :func:`set_parameters` rebuild a library model with some of its named
+  physical parameters changed (e.g. a 1.5× pole length, or the Lorenz Taylor order J = 2);
+- :func:`misstate_noise` scales the noise covariances (a designer's wrong noise levels).
+
+A rotated model is no longer built from named parameters alone: it has no ``factory`` (so apply
+:func:`scale_parameters` before rotating), and its ``params`` keep the original parameters plus a
+``"rotations"`` entry that records each rotation applied.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from typing import Any, Literal, cast
+
+import torch
+from torch import Tensor
+
+from .._validation import as_tensor, check_finite
+from ..errors import DimensionError, NonFiniteError, ParameterError
+from .base import NonlinearModel, SystemModel
+from .linear import LinearGaussianModel
+
+__all__ = [
+    "misstate_noise",
+    "rotate_dynamics",
+    "rotate_measurement",
+    "rotation_matrix",
+    "scale_parameters",
+    "set_parameters",
+]
+
+Side = Literal["left", "right"]
+
+
+def rotation_matrix(
+    n: int,
+    angle_deg: float | Tensor,
+    plane: tuple[int, int] = (0, 1),
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """The Givens rotation by ``angle_deg`` degrees in the coordinate plane ``plane``.
+
+    With ``(i, j) = plane``: ``R[i, i] = R[j, j] = cos θ``, ``R[i, j] = -sin θ``,
+    ``R[j, i] = sin θ``, and the identity elsewhere. For n = 2 and the default plane this is the
+    counter-clockwise rotation ``[[cos θ, -sin θ], [sin θ, cos θ]]`` of the KalmanNet paper.
+    Swapping the plane's indices reverses the direction. R is orthogonal with determinant 1 and
+    ``rotation_matrix(n, -a) == rotation_matrix(n, a).T``.
+
+    Parameters
+    ----------
+    n : int
+        Size of the matrix (>= 2).
+    angle_deg : float or Tensor
+        Angle in degrees. A 0-d tensor keeps its autograd graph (R is differentiable in it).
+    plane : (int, int)
+        Two distinct indices in ``[0, n)``.
+    dtype, device :
+        Default float64 on the CPU, or those of ``angle_deg`` when it is a floating tensor.
+
+    Shapes
+    ------
+    -> (n, n)
+    """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"n: expected an integer >= 2, found {type(n).__name__}")
+    if n < 2:
+        raise DimensionError(f"n: a rotation needs a dimension >= 2, found n = {n}")
+    i, j = _check_plane(plane, n, "plane")
+    if isinstance(angle_deg, Tensor) and dtype is None:
+        dtype = angle_deg.dtype if angle_deg.is_floating_point() else None
+    angle = as_tensor(angle_deg, "angle_deg", dtype=dtype or torch.float64, device=device)
+    if angle.dim() != 0:
+        raise DimensionError(f"angle_deg: expected a scalar, found shape {tuple(angle.shape)}")
+    check_finite(angle, "angle_deg")
+    rad = angle * (math.pi / 180.0)
+    c, s = torch.cos(rad), torch.sin(rad)
+    eye = torch.eye(n, dtype=angle.dtype, device=angle.device)
+    ei, ej = eye[i], eye[j]
+    # identity + (c - 1)(e_i e_i' + e_j e_j') + s (e_j e_i' - e_i e_j'), built without in-place ops
+    return (
+        eye
+        + (c - 1.0) * (torch.outer(ei, ei) + torch.outer(ej, ej))
+        + s * (torch.outer(ej, ei) - torch.outer(ei, ej))
+    )
+
+
+def rotate_dynamics(
+    model: SystemModel,
+    angle_deg: float | Tensor,
+    plane: tuple[int, int] = (0, 1),
+    *,
+    side: Side = "left",
+) -> SystemModel:
+    """The model with its state transition composed with a rotation R = R_θ.
+
+    ``side="left"`` (default, the KalmanNet paper's eq. (16), F' = R F): f'(x, u) = R f(x, u);
+    for a :class:`LinearGaussianModel` A' = R A and B' = R B (the whole mean map is rotated, as
+    in the nonlinear case). ``side="right"`` (what the paper's released code does, F' = F R):
+    f'(x, u) = f(R x, u); for a linear model A' = A R, B' = B.
+
+    Parameters
+    ----------
+    model : SystemModel
+        Needs n_x >= 2.
+    angle_deg : float or Tensor
+        Rotation angle in degrees (see :func:`rotation_matrix`).
+    plane : (int, int)
+        Coordinate plane of the rotation, indices into the state.
+    side : {"left", "right"}
+
+    Returns
+    -------
+    SystemModel
+        A :class:`LinearGaussianModel` for a linear model, otherwise a :class:`NonlinearModel`
+        with the same h, noise, initial distribution and dt, exact Jacobians
+        (R·df/dx, or df/dx(Rx)·R) and no factory.
+
+    Shapes
+    ------
+    R : (n_x, n_x)
+    """
+    _check_model(model)
+    side = _check_side(side)
+    if model.n_x < 2:
+        raise DimensionError(f"model: rotate_dynamics needs n_x >= 2, found n_x = {model.n_x}")
+    R = rotation_matrix(model.n_x, angle_deg, plane, dtype=model.dtype, device=model.device)
+    params = _record_rotation(model, "dynamics", angle_deg, plane, side)
+    if isinstance(model, LinearGaussianModel):
+        if side == "left":
+            A, B = R @ model.A, R @ model.B
+        else:
+            A, B = model.A @ R, model.B
+        return model.replace(A=A, B=B if model.n_u > 0 else None, params=params, factory=None)
+
+    base = model
+    if side == "left":
+
+        def f(x: Tensor, u: Tensor) -> Tensor:
+            return base.f(x, u) @ R.mT
+
+        def f_jac(x: Tensor, u: Tensor) -> Tensor:
+            return R @ base.f_jacobian(x, u)
+
+    else:
+
+        def f(x: Tensor, u: Tensor) -> Tensor:
+            return base.f(x @ R.mT, u)
+
+        def f_jac(x: Tensor, u: Tensor) -> Tensor:
+            return base.f_jacobian(x @ R.mT, u) @ R
+
+    return _nonlinear_copy(
+        model, f=f, h=model.h, f_jac=f_jac, h_jac=model.h_jacobian, params=params
+    )
+
+
+def rotate_measurement(
+    model: SystemModel,
+    angle_deg: float | Tensor,
+    plane: tuple[int, int] = (0, 1),
+    *,
+    side: Side = "left",
+) -> SystemModel:
+    """The model with its measurement function composed with a rotation R = R_θ.
+
+    ``side="left"`` (default; the KalmanNet paper's Lorenz observation mismatch H' = R H):
+    h'(x) = R h(x), C' = R C; needs n_y >= 2 and ``plane`` indexes the measurement.
+    ``side="right"`` (the linear-canonical mismatch of the paper's released code, H' = H R):
+    h'(x) = h(R x), C' = C R; needs n_x >= 2 and ``plane`` indexes the state.
+
+    Parameters
+    ----------
+    model : SystemModel
+    angle_deg : float or Tensor
+        Rotation angle in degrees (see :func:`rotation_matrix`).
+    plane : (int, int)
+    side : {"left", "right"}
+
+    Returns
+    -------
+    SystemModel
+        A :class:`LinearGaussianModel` for a linear model, otherwise a :class:`NonlinearModel`
+        with the same f, noise, initial distribution and dt, exact Jacobians and no factory.
+
+    Shapes
+    ------
+    R : (n_y, n_y) for side="left", (n_x, n_x) for side="right"
+    """
+    _check_model(model)
+    side = _check_side(side)
+    if side == "left":
+        if model.n_y < 2:
+            raise DimensionError(
+                f"model: rotate_measurement(side='left') needs n_y >= 2, found n_y = {model.n_y}; "
+                "use side='right' to rotate the state seen by h"
+            )
+        n = model.n_y
+    else:
+        if model.n_x < 2:
+            raise DimensionError(
+                f"model: rotate_measurement(side='right') needs n_x >= 2, found n_x = {model.n_x}"
+            )
+        n = model.n_x
+    R = rotation_matrix(n, angle_deg, plane, dtype=model.dtype, device=model.device)
+    params = _record_rotation(model, "measurement", angle_deg, plane, side)
+    if isinstance(model, LinearGaussianModel):
+        C = R @ model.C if side == "left" else model.C @ R
+        return model.replace(C=C, params=params, factory=None)
+
+    base = model
+    if side == "left":
+
+        def h(x: Tensor) -> Tensor:
+            return base.h(x) @ R.mT
+
+        def h_jac(x: Tensor) -> Tensor:
+            return R @ base.h_jacobian(x)
+
+    else:
+
+        def h(x: Tensor) -> Tensor:
+            return base.h(x @ R.mT)
+
+        def h_jac(x: Tensor) -> Tensor:
+            return base.h_jacobian(x @ R.mT) @ R
+
+    return _nonlinear_copy(
+        model, f=model.f, h=h, f_jac=model.f_jacobian, h_jac=h_jac, params=params
+    )
+
+
+def scale_parameters(model: SystemModel, **factors: float) -> SystemModel:
+    """Rebuild a model with some named parameters multiplied by factors.
+
+    Example: ``scale_parameters(cartpole(), pole_length=1.5, pole_mass=0.8)``.
+
+    Parameters
+    ----------
+    model : SystemModel
+        A model built from named parameters (by a function of
+        :mod:`kalmannet_ctrl.models.library`), i.e. one with a ``factory``.
+    **factors : float
+        Positive finite factors keyed by parameter name. An integer parameter (e.g. the Lorenz
+        ``order``) must stay an integer.
+
+    Raises
+    ------
+    ParameterError
+        A name is not one of ``model.params``, a factor is not positive, a parameter is not
+        numeric, or the model has no factory.
+    NonFiniteError
+        A factor is NaN or infinite.
+
+    Shapes
+    ------
+    The result has the dimensions its factory gives (unchanged unless a dimension parameter such
+    as ``n`` is scaled).
+    """
+    _check_model(model)
+    _check_rebuildable(model, "scale_parameters", factors)
+    new: dict[str, Any] = {}
+    for name, factor in factors.items():
+        if isinstance(factor, bool) or not isinstance(factor, numbers.Real):
+            raise ParameterError(
+                f"scale_parameters: factor for {name!r}: expected a positive number, "
+                f"found {type(factor).__name__}"
+            )
+        factor = float(factor)
+        if not math.isfinite(factor):
+            raise NonFiniteError(
+                f"scale_parameters: factor for {name!r}: expected a finite number, found {factor}"
+            )
+        if factor <= 0:
+            raise ParameterError(
+                f"scale_parameters: factor for {name!r}: expected a positive number, found {factor}"
+            )
+        value = model.params[name]
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ParameterError(
+                f"scale_parameters: parameter {name!r} is not a number (found {value!r}); "
+                "use set_parameters to change it"
+            )
+        scaled = value * factor
+        if isinstance(value, numbers.Integral):
+            if not float(scaled).is_integer():
+                raise ParameterError(
+                    f"scale_parameters: parameter {name!r} is an integer ({value}); factor "
+                    f"{factor} gives {scaled}, which is not; use set_parameters"
+                )
+            scaled = round(scaled)
+        new[name] = scaled
+    return model.with_params(**new)
+
+
+def set_parameters(model: SystemModel, **values: Any) -> SystemModel:
+    """Rebuild a model with some named parameters set to new values.
+
+    Example: ``set_parameters(lorenz(), order=2)`` (the KalmanNet paper's evolution mismatch).
+
+    Parameters
+    ----------
+    model : SystemModel
+        A model with a ``factory`` (built by :mod:`kalmannet_ctrl.models.library`).
+    **values
+        New values keyed by parameter name; validated by the model's factory.
+
+    Raises
+    ------
+    ParameterError
+        A name is not one of ``model.params``, or the model has no factory.
+
+    Shapes
+    ------
+    The result has the dimensions its factory gives (e.g. ``n`` of :func:`linear_canonical`).
+    """
+    _check_model(model)
+    _check_rebuildable(model, "set_parameters", values)
+    return model.with_params(**values)
+
+
+def misstate_noise(
+    model: SystemModel,
+    *,
+    process_scale: float = 1.0,
+    measurement_scale: float = 1.0,
+) -> SystemModel:
+    """The model with its noise covariances multiplied by scalars.
+
+    ``process_cov' = process_scale · process_cov``,
+    ``measurement_cov' = measurement_scale · measurement_cov``; everything else is unchanged.
+    For a library model the named noise parameters in ``params`` are updated to match (variances
+    by the scale, standard deviations by its square root), so the factory keeps working. For
+    other models whose covariances change, the factory is dropped and ``params`` records the
+    scales as ``process_noise_scale`` and ``measurement_noise_scale``.
+
+    Parameters
+    ----------
+    model : SystemModel
+    process_scale : float
+        Finite, >= 0 (0 removes the process noise).
+    measurement_scale : float
+        Finite, > 0.
+
+    Shapes
+    ------
+    process_cov : (n_x, n_x), measurement_cov : (n_y, n_y), unchanged.
+    """
+    _check_model(model)
+    p = _scale_value(process_scale, "process_scale", allow_zero=True)
+    r = _scale_value(measurement_scale, "measurement_scale", allow_zero=False)
+    from .library import noise_parameter_kinds  # imported here: library imports this module
+
+    params = dict(model.params)
+    factory = model.factory
+    kinds = noise_parameter_kinds(factory) if factory is not None else None
+    if kinds is not None and all(name in params for name in kinds):
+        for name, (kind, power) in kinds.items():
+            scale = p if kind == "process" else r
+            params[name] = params[name] * scale**power
+    elif p != 1.0 or r != 1.0:
+        factory = None
+        params["process_noise_scale"] = params.get("process_noise_scale", 1.0) * p
+        params["measurement_noise_scale"] = params.get("measurement_noise_scale", 1.0) * r
+    return model.replace(
+        process_cov=p * model.process_cov,
+        measurement_cov=r * model.measurement_cov,
+        params=params,
+        factory=factory,
+    )
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _check_model(model: Any) -> None:
+    if not isinstance(model, SystemModel):
+        raise TypeError(f"model: expected a SystemModel, found {type(model).__name__}")
+
+
+def _check_side(side: Any) -> Side:
+    if side not in ("left", "right"):
+        raise ValueError(f"side: expected 'left' or 'right', found {side!r}")
+    return cast(Side, side)
+
+
+def _check_plane(plane: Any, n: int, name: str) -> tuple[int, int]:
+    try:
+        i, j = plane
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a pair of indices (i, j), found {plane!r}") from None
+    for k in (i, j):
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+            raise TypeError(f"{name}: expected integer indices, found {plane!r}")
+    if not (0 <= i < n and 0 <= j < n) or i == j:
+        raise DimensionError(
+            f"{name}: expected two distinct indices in [0, {n}), found {tuple(plane)!r}"
+        )
+    return int(i), int(j)
+
+
+def _scale_value(value: Any, name: str, *, allow_zero: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a number, found {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise NonFiniteError(f"{name}: expected a finite number, found {value}")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ParameterError(f"{name}: expected a number {bound}, found {value}")
+    return value
+
+
+def _check_rebuildable(model: SystemModel, caller: str, names: dict[str, Any]) -> None:
+    if model.factory is None:
+        raise ParameterError(
+            f"{caller}: model {model.name!r} has no factory to rebuild it from named parameters "
+            "(rotated and linearized-without-factory models have none); build it with "
+            "kalmannet_ctrl.models.library and apply this before any rotation"
+        )
+    unknown = sorted(set(names) - set(model.params))
+    if unknown:
+        raise ParameterError(
+            f"{caller}: unknown parameter(s) {unknown} for {model.name!r}; "
+            f"expected some of {sorted(model.params)}"
+        )
+
+
+def _record_rotation(
+    model: SystemModel, target: str, angle_deg: Any, plane: tuple[int, int], side: str
+) -> dict[str, Any]:
+    angle = float(angle_deg.detach()) if isinstance(angle_deg, Tensor) else float(angle_deg)
+    record = {
+        "target": target,
+        "angle_deg": angle,
+        "plane": tuple(int(k) for k in plane),
+        "side": side,
+    }
+    params = dict(model.params)
+    params["rotations"] = (*params.get("rotations", ()), record)
+    return params
+
+
+def _nonlinear_copy(
+    model: SystemModel,
+    *,
+    f: Callable[[Tensor, Tensor], Tensor],
+    h: Callable[[Tensor], Tensor],
+    f_jac: Callable[[Tensor, Tensor], Tensor],
+    h_jac: Callable[[Tensor], Tensor],
+    params: dict[str, Any],
+) -> NonlinearModel:
+    return NonlinearModel(
+        f,
+        h,
+        n_x=model.n_x,
+        n_y=model.n_y,
+        n_u=model.n_u,
+        f_jacobian=f_jac,
+        h_jacobian=h_jac,
+        process_cov=model.process_cov,
+        measurement_cov=model.measurement_cov,
+        x0_mean=model.x0_mean,
+        x0_cov=model.x0_cov,
+        dt=model.dt,
+        params=params,
+        factory=None,
+        name=model.name,
+    )
