@@ -1,0 +1,210 @@
+"""The Controller protocol and helpers shared by controllers.
+
+A controller has the policy signature of Stable-Baselines3,
+``predict(observation, state=None, episode_start=None, deterministic=True)``, so that the same
+object runs in our environments, in :meth:`SystemModel.simulate` and in
+``stable_baselines3.common.evaluation.evaluate_policy``. Observations arrive as NumPy arrays
+(float32 from Gymnasium environments) or tensors, one ``(n_y,)`` or a batch ``(B, n_y)``; the
+helpers here turn them into a batch tensor and turn actions back into NumPy arrays of the
+matching layout.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .._validation import as_tensor, check_batch, shape_str
+from ..errors import DimensionError, NonFiniteError
+
+__all__ = [
+    "Controller",
+    "ObservationBatch",
+    "as_action",
+    "as_observation_batch",
+    "episode_start_mask",
+]
+
+
+@runtime_checkable
+class Controller(Protocol):
+    """What every controller provides: the policy signature of Stable-Baselines3.
+
+    ``predict`` maps the current observation (the measurement y_t, one or a batch) and the
+    controller's recurrent state to the action u_t. State is passed in and returned, never kept on
+    the object, so one controller serves any number of environments.
+    """
+
+    def predict(
+        self,
+        observation: Any,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, Any]:
+        """Choose the action for ``observation``.
+
+        Parameters
+        ----------
+        observation : array-like or Tensor, (n_obs,) or (B, n_obs)
+        state : optional
+            The state returned by the previous call; ``None`` starts a new batch.
+        episode_start : array-like of bool, (B,), optional
+            Rows that begin a new episode at this call (their state is reset first).
+        deterministic : bool
+            Ignored by deterministic controllers.
+
+        Returns
+        -------
+        action : np.ndarray, (n_u,) or (B, n_u)
+        state : the new recurrent state (``None`` for memoryless controllers)
+        """
+        ...
+
+
+class ObservationBatch(NamedTuple):
+    """An observation converted to a batch tensor, and how to shape the answer.
+
+    Attributes
+    ----------
+    value : Tensor, (B, n)
+    single : bool
+        True when the observation was one vector (n,): the action is returned as (n_u,).
+    np_dtype : np.dtype
+        The dtype of the returned action: the observation's when it is a NumPy floating array,
+        float64 otherwise.
+    """
+
+    value: Tensor
+    single: bool
+    np_dtype: np.dtype
+
+
+def as_observation_batch(
+    observation: Any,
+    n: int,
+    name: str = "observation",
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+    allow_nan_rows: bool = False,
+) -> ObservationBatch:
+    """Convert one observation (n,) or a batch (B, n) to a (B, n) tensor.
+
+    Parameters
+    ----------
+    observation : array-like or Tensor, (n,) or (B, n)
+    n : int
+        Expected size of one observation.
+    name : str
+        Argument name used in error messages.
+    dtype, device :
+        Of the returned tensor.
+    allow_nan_rows : bool
+        Accept NaN entries (a NaN in a row marks a missing measurement for the estimators);
+        infinite entries are always rejected.
+
+    Shapes
+    ------
+    observation : (n,) or (B, n) -> value (B, n)
+
+    Raises
+    ------
+    DimensionError
+        If the observation is not (n,) or (B, n) with B >= 1.
+    NonFiniteError
+        On infinite entries, or on NaN entries unless ``allow_nan_rows``.
+    """
+    if isinstance(observation, np.ndarray) and np.issubdtype(observation.dtype, np.floating):
+        np_dtype = observation.dtype
+    else:
+        np_dtype = np.dtype(np.float64)
+    obs = as_tensor(observation, name)
+    found = shape_str(tuple(obs.shape))
+    if obs.dim() == 1:
+        single = True
+        obs = obs.unsqueeze(0)
+    elif obs.dim() == 2:
+        single = False
+    else:
+        raise DimensionError(f"{name}: expected shape ({n},) or (B, {n}), found {found}")
+    if obs.shape[1] != n or obs.shape[0] < 1:
+        raise DimensionError(
+            f"{name}: expected shape ({n},) or (B, {n}) with B >= 1, found {found}"
+        )
+    obs = obs.detach().to(dtype=dtype, device=device)
+    if bool(torch.isinf(obs).any()):
+        hint = " (NaN marks a missing measurement)" if allow_nan_rows else ""
+        raise NonFiniteError(
+            f"{name}: expected finite values{hint}, "
+            f"found {int(torch.isinf(obs).sum())} infinite entries"
+        )
+    if not allow_nan_rows and bool(torch.isnan(obs).any()):
+        raise NonFiniteError(
+            f"{name}: expected finite values, found {int(torch.isnan(obs).sum())} NaN entries"
+        )
+    return ObservationBatch(obs, single, np_dtype)
+
+
+def as_action(u: Tensor, single: bool, np_dtype: np.dtype) -> np.ndarray:
+    """Convert a batch of actions to the NumPy layout of the observation it answers.
+
+    Shapes
+    ------
+    u : (B, n_u) -> (n_u,) when ``single`` (then B = 1), else (B, n_u)
+    """
+    out = u.detach().cpu().numpy().astype(np_dtype, copy=False)
+    return out[0] if single else out
+
+
+def episode_start_mask(
+    episode_start: Any,
+    batch_size: int,
+    *,
+    device: torch.device | str | None = None,
+) -> Tensor | None:
+    """Rows that start an episode, as a (B,) bool tensor, or None when no row does.
+
+    Parameters
+    ----------
+    episode_start : None, bool, or array-like of bool/0-1 numbers, (B,)
+        SB3 passes a float or bool array of shape (n_envs,); a single bool applies to every row.
+    batch_size : int
+        B, the batch size of the observation.
+
+    Shapes
+    ------
+    episode_start : (B,) or scalar -> (B,) bool, or None
+
+    Raises
+    ------
+    BatchSizeError
+        If the array's length is not B.
+    """
+    if episode_start is None:
+        return None
+    if isinstance(episode_start, Tensor):
+        arr = episode_start.detach().cpu().numpy()
+    else:
+        arr = np.asarray(episode_start)
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.bool_) or np.issubdtype(arr.dtype, np.number)
+    ):
+        raise TypeError(
+            "episode_start: expected None or an array of bools, "
+            f"found {type(episode_start).__name__}"
+        )
+    if arr.ndim == 0:
+        arr = np.full(batch_size, bool(arr))
+    if arr.ndim != 1:
+        raise DimensionError(
+            f"episode_start: expected shape ({batch_size},), found {shape_str(arr.shape)}"
+        )
+    check_batch("episode_start", arr.shape[0], batch_size)
+    mask = torch.as_tensor(arr.astype(bool), device=device)
+    if not bool(mask.any()):
+        return None
+    return mask
