@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 import torch
 from torch import Tensor
 
+from .._riccati import solve_dare
 from .._validation import as_tensor, check_covariance, check_positive_int, check_shape, shape_str
-from ..errors import BatchSizeError, DimensionError, RiccatiError
+from ..errors import BatchSizeError, DimensionError
 from ..models.cost import QuadraticCost
 from ..models.linear import LinearGaussianModel
 from .base import as_action, as_observation_batch, episode_start_mask
@@ -18,7 +18,6 @@ from .base import as_action, as_observation_batch, episode_start_mask
 __all__ = ["LQR"]
 
 #: Closed loops whose spectral radius is within this of 1 are not considered stable.
-_STABILITY_MARGIN = 1e-9
 
 
 def check_design_inputs(model: Any, cost: Any, who: str) -> None:
@@ -278,26 +277,16 @@ def _time_index(t: Any, B: int, horizon: int, name: str) -> np.ndarray:
 def _infinite_horizon(model: LinearGaussianModel, cost: QuadraticCost) -> tuple[Tensor, Tensor]:
     """(K, P) of the infinite-horizon regulator from SciPy's DARE solver."""
     m = model.numpy()
-    A, B = m["A"], m["B"]
     Q, R = cost.numpy()
-    try:
-        P = scipy.linalg.solve_discrete_are(A, B, Q, R)
-    except (np.linalg.LinAlgError, ValueError) as exc:
-        raise RiccatiError(
-            f"model: the control Riccati equation has no stabilizing solution ({exc}); check that "
-            "(A, B) is stabilizable and that Q weights every mode of A on the unit circle"
-        ) from exc
-    if not np.all(np.isfinite(P)):
-        raise RiccatiError("model: the control Riccati equation returned non-finite values")
-    P = 0.5 * (P + P.T)
-    K = np.linalg.solve(R + B.T @ P @ B, B.T @ P @ A)
-    rho = float(np.max(np.abs(np.linalg.eigvals(A - B @ K))))
-    if rho >= 1.0 - _STABILITY_MARGIN:
-        raise RiccatiError(
-            "model: the control Riccati equation has no stabilizing solution: the closed loop "
-            f"A − BK has spectral radius {rho:.6g} (expected < 1); check that (A, B) is "
-            "stabilizable and that Q weights every mode of A on the unit circle"
-        )
+    P, K = solve_dare(
+        m["A"],
+        m["B"],
+        Q,
+        R,
+        kind="control",
+        hint="check that (A, B) is stabilizable and that Q weights every mode of A on the "
+        "unit circle",
+    )
     to = dict(dtype=model.dtype, device=model.device)
     return torch.as_tensor(K, **to), torch.as_tensor(P, **to)
 

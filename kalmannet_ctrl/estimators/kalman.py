@@ -6,10 +6,10 @@ import math
 from typing import Any, NamedTuple
 
 import numpy as np
-import scipy.linalg
 import torch
 from torch import Tensor
 
+from .._riccati import solve_dare
 from ..errors import RiccatiError
 from ..models.linear import LinearGaussianModel
 from .base import FilterResult, GaussianFilter, GaussianState, gain_and_joseph, joseph_cov
@@ -64,16 +64,16 @@ def steady_state_gain(model: LinearGaussianModel) -> SteadyStateGain:
         raise TypeError(f"model: expected a LinearGaussianModel, found {type(model).__name__}")
     m = model.numpy()
     A, C, W, V = m["A"], m["C"], m["process_cov"], m["measurement_cov"]
-    try:
-        P = scipy.linalg.solve_discrete_are(A.T, C.T, W, V)
-    except (np.linalg.LinAlgError, ValueError) as exc:
-        raise RiccatiError(
-            f"model: the filter Riccati equation has no stabilizing solution ({exc}); "
-            "check that (A, C) is detectable and the process noise reaches every unstable mode"
-        ) from exc
-    if not np.all(np.isfinite(P)):
-        raise RiccatiError("model: the filter Riccati equation returned non-finite values")
-    P = 0.5 * (P + P.T)
+    # the filter DARE is the control DARE of the dual pair (A', C')
+    P, _ = solve_dare(
+        A.T,
+        C.T,
+        W,
+        V,
+        kind="filter",
+        hint="check that (A, C) is detectable and that the process noise reaches every "
+        "unstable mode",
+    )
     S = C @ P @ C.T + V
     K = np.linalg.solve(S, C @ P).T
     I_KC = np.eye(A.shape[0]) - K @ C
