@@ -223,9 +223,21 @@ class LinearGaussianModel(SystemModel):
         """The deterministic part as a discrete-time ``control.StateSpace`` (D = 0).
 
         Its ``dt`` is this model's sampling period, or ``True`` (unspecified) when unknown.
+
+        Raises
+        ------
+        DimensionError
+            For a model without inputs and with n_x = 1 or n_y = 1, which python-control cannot
+            represent (it reads a (1, 0) matrix as (0, 0)).
         """
         import control
 
+        if self.n_u == 0 and (self.n_x == 1 or self.n_y == 1):
+            raise DimensionError(
+                "model: python-control cannot represent a system without inputs (n_u = 0) when "
+                f"n_x = 1 or n_y = 1, found n_x = {self.n_x}, n_y = {self.n_y}; give the model "
+                "an input matrix B of shape (n_x, 1), e.g. zeros"
+            )
         m = self.numpy()
         D = np.zeros((self.n_y, self.n_u))
         return control.ss(m["A"], m["B"], m["C"], D, dt=self.dt if self.dt is not None else True)
