@@ -165,17 +165,23 @@ class GaussianFilter(abc.ABC):
         if y.dim() != 2 or y.shape[1] != m.n_y:
             raise DimensionError(f"y: expected shape ({B}, {m.n_y}), found {tuple(y.shape)}")
         check_batch("y", y.shape[0], B)
-        if not math.isfinite(float(y.detach().sum())):
+        complete = math.isfinite(float(y.detach().sum()))  # no NaN (missing) and no inf
+        if not complete:
             _check_no_inf(y)
         if u_prev is not None:
             u_prev = as_tensor(u_prev, "u_prev", dtype=m.dtype, device=m.device)
             check_shape(u_prev, "u_prev", (B, m.n_u))
             check_finite(u_prev, "u_prev")
-        return self._step(state, y, u_prev)
+        return self._step(state, y, u_prev, complete)
 
     def _step(
-        self, state: GaussianState, y: Tensor, u_prev: Tensor | None
+        self,
+        state: GaussianState,
+        y: Tensor,
+        u_prev: Tensor | None,
+        complete: bool | None = None,
     ) -> tuple[Tensor, GaussianState]:
+        """Predict and update; ``complete`` (no NaN in y) is passed when already known."""
         mean, cov = self._predict_rows(state, u_prev)
         mean, cov = self._update_rows(mean, cov, y)
         return mean, GaussianState(mean, cov, None)

@@ -28,6 +28,23 @@ class _Stationary(NamedTuple):
     tol: float
 
 
+_MAX_SCHEDULE = 10_000
+
+
+class _ModelCache:
+    """Constants derived from the model, valid while its tensors are unchanged (same objects,
+    same in-place version counters): the DARE solution, the stationary filter, and the gains and
+    covariances of the recursion started from the model's prior (the same for every batch)."""
+
+    def __init__(self, key: tuple) -> None:
+        self.key = key
+        self.dare: SteadyStateGain | None = None
+        self.stationary: _Stationary | bool | None = None  # False: no stabilizing DARE solution
+        self.gains: list[Tensor] = []
+        self.covs: list[Tensor] = []
+        self.index: dict[int, int] = {}
+
+
 class SteadyStateGain(NamedTuple):
     """Stationary Kalman filter quantities of a time-invariant linear model (from the DARE).
 
@@ -133,15 +150,17 @@ class KalmanFilter(GaussianFilter):
             )
         super().__init__(model)
         self.steady_state = bool(steady_state)
-        self._dare: SteadyStateGain | None = steady_state_gain(model) if steady_state else None
-        self._fast: _Stationary | bool | None = None
+        self._cache: _ModelCache | None = None
+        if self.steady_state:
+            self.steady  # noqa: B018 - solve the DARE now: an unsolvable model fails here
 
     @property
     def steady(self) -> SteadyStateGain:
         """The stationary gain and covariances of the model (solved on first use)."""
-        if self._dare is None:
-            self._dare = steady_state_gain(self.model)
-        return self._dare
+        cache = self._model_cache()
+        if cache.dare is None:
+            cache.dare = steady_state_gain(self.model)
+        return cache.dare
 
     def _predict(self, mean: Tensor, cov: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
         return self.model.f(mean, u), self._predict_cov(cov)
@@ -166,10 +185,22 @@ class KalmanFilter(GaussianFilter):
         return mean + (K @ innovation.unsqueeze(-1)).squeeze(-1), cov
 
     # -- fast paths ------------------------------------------------------------------------------
-    # Once the shared covariance has converged to the stationary one (to round-off), the
-    # recursion reduces to x̂_t = Φ x̂_{t-1} + Γ u_{t-1} + K y_t. The converged state holds the
-    # stationary covariance object itself, which is how a step recognizes it. Used only where no
-    # gradient with respect to the model is needed.
+    # The covariance recursion from the model's prior is the same for every batch and episode:
+    # it is computed once, kept in the model cache, and a state that holds one of its covariance
+    # objects is recognized by identity. Once the covariance has converged to the stationary one
+    # (to round-off) the recursion reduces to x̂_t = Φ x̂_{t-1} + Γ u_{t-1} + K y_t. Both paths
+    # are used only where no gradient with respect to the model is needed.
+
+    def _model_cache(self) -> _ModelCache:
+        m = self.model
+        A, B, C, W, V, P0 = m.A, m.B, m.C, m.process_cov, m.measurement_cov, m.x0_cov
+        key = (
+            id(A), A._version, id(B), B._version, id(C), C._version,
+            id(W), W._version, id(V), V._version, id(P0), P0._version,
+        )  # fmt: skip
+        if self._cache is None or self._cache.key != key:
+            self._cache = _ModelCache(key)
+        return self._cache
 
     def _grad_needed(self) -> bool:
         if not torch.is_grad_enabled():
@@ -183,19 +214,20 @@ class KalmanFilter(GaussianFilter):
     def _stationary(self) -> _Stationary | None:
         if self._grad_needed():
             return None
-        if self._fast is None:
+        cache = self._model_cache()
+        if cache.stationary is None:
             try:
                 ss = self.steady
             except RiccatiError:
-                self._fast = False
+                cache.stationary = False
                 return None
             m = self.model
             I_KC = torch.eye(m.n_x, dtype=m.dtype, device=m.device) - ss.gain @ m.C
             tol = 1e-12 if m.dtype == torch.float64 else 1e-5
-            self._fast = _Stationary(
+            cache.stationary = _Stationary(
                 ss.gain, ss.cov, (I_KC @ m.A).mT, (I_KC @ m.B).mT, ss.gain.mT.contiguous(), tol
             )
-        return self._fast or None
+        return cache.stationary or None
 
     def _snap(self, cov: Tensor, fast: _Stationary | None) -> Tensor:
         """The stationary covariance object when ``cov`` (shared) equals it to round-off."""
@@ -206,22 +238,59 @@ class KalmanFilter(GaussianFilter):
             return fast.cov
         return cov
 
+    def _schedule(self, t: int, fast: _Stationary | None) -> tuple[Tensor, Tensor] | None:
+        """(K_t, P_{t|t}) of the recursion from the model's prior, computed once and kept."""
+        cache = self._model_cache()
+        while len(cache.covs) <= t:
+            k = len(cache.covs)
+            if k >= _MAX_SCHEDULE:
+                return None
+            cov = self.model.x0_cov if k == 0 else self._predict_cov(cache.covs[-1])
+            K, cov = self._gain_and_cov(cov)
+            cov = self._snap(cov, fast)
+            cache.gains.append(K)
+            cache.covs.append(cov)
+            cache.index.setdefault(id(cov), k)
+        return cache.gains[t], cache.covs[t]
+
+    def _schedule_position(self, state: GaussianState) -> int | None:
+        """The schedule step that follows ``state``, if its covariance is a scheduled one."""
+        if state.fresh is not None:
+            if state.cov is self.model.x0_cov and bool(state.fresh.all()):
+                return 0
+            return None
+        cache = self._model_cache()
+        t = cache.index.get(id(state.cov))
+        if t is None or cache.covs[t] is not state.cov:
+            return None
+        return t + 1
+
     def _step(
-        self, state: GaussianState, y: Tensor, u_prev: Tensor | None
+        self,
+        state: GaussianState,
+        y: Tensor,
+        u_prev: Tensor | None,
+        complete: bool | None = None,
     ) -> tuple[Tensor, GaussianState]:
-        fast = self._stationary()
-        if (
-            fast is not None
-            and state.cov is fast.cov
-            and state.fresh is None
-            and math.isfinite(float(y.detach().sum()))  # no missing measurement
-        ):
-            mean = torch.addmm(y @ fast.gain_t, state.mean, fast.phi_t)
-            if u_prev is not None and self.model.n_u > 0:
-                mean = torch.addmm(mean, u_prev, fast.gamma_t)
-            return mean, GaussianState(mean, state.cov, None)
-        mean, new = super()._step(state, y, u_prev)
-        return mean, GaussianState(new.mean, self._snap(new.cov, fast), None)
+        if complete is None:
+            complete = math.isfinite(float(y.detach().sum()))
+        if complete and not self._grad_needed():
+            fast = self._stationary()
+            if fast is not None and state.cov is fast.cov and state.fresh is None:
+                mean = torch.addmm(y @ fast.gain_t, state.mean, fast.phi_t)
+                if u_prev is not None and self.model.n_u > 0:
+                    mean = torch.addmm(mean, u_prev, fast.gamma_t)
+                return mean, GaussianState(mean, state.cov, None)
+            t = self._schedule_position(state)
+            entry = None if t is None else self._schedule(t, fast)
+            if entry is not None:
+                K, cov = entry
+                m = self.model
+                pred = state.mean if t == 0 else m.f(state.mean, u_prev)
+                mean = pred + (y - m.h(pred)) @ K.mT
+                return mean, GaussianState(mean, cov, None)
+        mean, new = super()._step(state, y, u_prev, complete)
+        return mean, GaussianState(new.mean, self._snap(new.cov, self._stationary()), None)
 
     def filter(
         self, y: Any, u: Any = None, *, x0_mean: Any = None, x0_cov: Any = None
@@ -283,13 +352,18 @@ class KalmanFilter(GaussianFilter):
         on (None when tc = T): tc is the step after the covariance reached the stationary one.
         """
         fast = self._stationary()
+        scheduled = not self._grad_needed() and cov0 is self.model.x0_cov
         gains, covs = [], []
         cov = cov0
         for t in range(T):
-            if t > 0:
-                cov = self._predict_cov(cov)
-            K, cov = self._gain_and_cov(cov)
-            cov = self._snap(cov, fast)
+            entry = self._schedule(t, fast) if scheduled else None
+            if entry is not None:
+                K, cov = entry
+            else:
+                if t > 0:
+                    cov = self._predict_cov(cov)
+                K, cov = self._gain_and_cov(cov)
+                cov = self._snap(cov, fast)
             gains.append(K)
             covs.append(cov)
             if fast is not None and cov is fast.cov and t + 1 < T:

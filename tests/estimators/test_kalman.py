@@ -309,3 +309,49 @@ def test_long_horizon_covariance_stays_spd() -> None:
                 assert bool((torch.linalg.cholesky_ex(P).info == 0).all())
     assert worst_asym == 0.0
     assert min_eig > 0
+
+
+def test_cached_recursion_follows_in_place_model_changes() -> None:
+    """Gains cached from the model are recomputed when its tensors change in place."""
+    model = random_model(3, 2, 1, 12)
+    gen = torch.Generator().manual_seed(12)
+    traj = model.simulate(
+        60, 4, u=torch.randn(4, 60, 1, dtype=torch.float64, generator=gen), generator=gen
+    )
+    for steady_state in (False, True):
+        kf = KalmanFilter(model.replace(), steady_state=steady_state)
+        kf.filter(traj.y, traj.u)  # fills the caches
+        with torch.no_grad():
+            kf.model.A.mul_(0.9)
+            kf.model.measurement_cov.mul_(2.0)
+        changed = kf.filter(traj.y, traj.u)
+        fresh = KalmanFilter(kf.model.replace(A=kf.model.A.clone()), steady_state=steady_state)
+        expected = fresh.filter(traj.y, traj.u)
+        torch.testing.assert_close(changed.mean, expected.mean, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(changed.cov, expected.cov, rtol=1e-12, atol=1e-12)
+        model = random_model(3, 2, 1, 12)  # the replace() above shared tensors; start clean
+
+
+def test_repeated_episodes_reuse_the_same_recursion() -> None:
+    """Episodes restarted with reset() give the same estimates as filtering each one alone."""
+    model = random_model(2, 1, 1, 13)
+    kf = KalmanFilter(model)
+    gen = torch.Generator().manual_seed(13)
+    episodes = [
+        model.simulate(
+            150, 1, u=torch.randn(1, 150, 1, dtype=torch.float64, generator=gen), generator=gen
+        )
+        for _ in range(3)
+    ]
+    state = kf.init(1)
+    with torch.no_grad():
+        for i, ep in enumerate(episodes):
+            if i:
+                state = kf.reset(state, [True])
+            xs = []
+            for t in range(150):
+                x, state = kf.step(state, ep.y[:, t], ep.u[:, t - 1] if t else None)
+                xs.append(x)
+            alone = KalmanFilter(model).filter(ep.y, ep.u)
+            torch.testing.assert_close(torch.stack(xs, 1), alone.mean, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(state.cov, alone.cov[0, -1], rtol=1e-10, atol=1e-12)
