@@ -15,7 +15,14 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from .._validation import as_tensor, check_batch, check_covariance, check_finite, check_shape
+from .._validation import (
+    as_tensor,
+    check_batch,
+    check_covariance,
+    check_finite,
+    check_positive_int,
+    check_shape,
+)
 from ..errors import DimensionError, NonFiniteError
 from ..models.base import SystemModel
 
@@ -123,9 +130,7 @@ class GaussianFilter(abc.ABC):
             Default: the model's ``x0_cov``. Positive semi-definite.
         """
         m = self.model
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size: expected an integer >= 1, found {batch_size!r}")
-        B, n = batch_size, m.n_x
+        B, n = check_positive_int(batch_size, "batch_size"), m.n_x
         if x0_mean is None:
             mean = m.x0_mean.expand(B, n).clone()
         else:
@@ -183,7 +188,7 @@ class GaussianFilter(abc.ABC):
     ) -> tuple[Tensor, GaussianState]:
         """Predict and update; ``complete`` (no NaN in y) is passed when already known."""
         mean, cov = self._predict_rows(state, u_prev)
-        mean, cov = self._update_rows(mean, cov, y)
+        mean, cov = self._update_rows(mean, cov, y, complete)
         return mean, GaussianState(mean, cov, None)
 
     def filter(
@@ -276,7 +281,11 @@ class GaussianFilter(abc.ABC):
         cov = torch.where(fresh[:, None, None], state.cov.expand(B, n, n), cov.expand(B, n, n))
         return mean, cov
 
-    def _update_rows(self, mean: Tensor, cov: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _update_rows(
+        self, mean: Tensor, cov: Tensor, y: Tensor, complete: bool | None = None
+    ) -> tuple[Tensor, Tensor]:
+        if complete:
+            return self._update(mean, cov, y)
         missing = torch.isnan(y).any(-1)
         n_missing = int(missing.sum())
         if n_missing == 0:
