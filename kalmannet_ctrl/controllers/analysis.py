@@ -9,7 +9,7 @@ import numpy as np
 import scipy.linalg
 
 from ..errors import DimensionError
-from ..estimators.kalman import KalmanFilter, steady_state_gain
+from ..estimators.kalman import KalmanFilter
 from ..models.cost import QuadraticCost
 from ..models.linear import LinearGaussianModel
 from .lqg import LQG
@@ -118,7 +118,7 @@ def analytic_average_cost(
         _check_dims("controller.estimator", est.model, true_model, ("n_x", "n_u", "n_y"))
         em = est.model.numpy()
         A_h, B_h, C_h = em["A"], em["B"], em["C"]
-        Kf = _np(steady_state_gain(est.model).gain)  # (n_x, n_y)
+        Kf = _np(est.steady.gain)  # (n_x, n_y), stationary filter gain of the estimator
         L = _np(controller.lqr.gain)  # (n_u, n_x)
         I = np.eye(n_x)
         I_KC = I - Kf @ C_h
