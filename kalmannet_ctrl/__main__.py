@@ -1,7 +1,5 @@
 """``python -m kalmannet_ctrl``: the same as the ``kalmannet-ctrl`` command."""
 
-import sys
-
 from .cli import main
 
-sys.exit(main())
+raise SystemExit(main())
