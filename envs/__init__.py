@@ -1,7 +1,51 @@
 """Gymnasium environments with partially known dynamics (``kalmannet_ctrl.envs``).
 
-The environments themselves are registered under ids ``kalmannet_ctrl/<Name>-v0``; this package
-is importable now so that ``import kalmannet_ctrl.envs`` works in every installation.
+Importing this package registers the ids ``kalmannet_ctrl/<Name>-v0`` with Gymnasium::
+
+    import gymnasium as gym
+    import kalmannet_ctrl.envs  # noqa: F401  (registers the environments)
+
+    env = gym.make("kalmannet_ctrl/LinearSystem-v0")
+    envs = gym.make_vec("kalmannet_ctrl/LinearSystem-v0", num_envs=64)  # native batched copies
+
+Each env exposes ``env.unwrapped.nominal_model`` (what a designer knows),
+``env.unwrapped.true_model`` (what the simulator runs) and ``env.unwrapped.cost``; observations
+are noisy measurements, ``info["state"]`` is the true state.
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+from gymnasium.envs.registration import register, registry
+
+from .core import MismatchParameter, PartiallyKnownEnv, PartiallyKnownVectorEnv, Problem
+from .linear_system import LinearSystemEnv, LinearSystemVectorEnv
+
+__all__ = [
+    "ENV_IDS",
+    "LinearSystemEnv",
+    "LinearSystemVectorEnv",
+    "MismatchParameter",
+    "PartiallyKnownEnv",
+    "PartiallyKnownVectorEnv",
+    "Problem",
+]
+
+# id -> (module:class of the env, module:class of the native vector env, max_episode_steps)
+_ENVS = {
+    "kalmannet_ctrl/LinearSystem-v0": (
+        "linear_system:LinearSystemEnv",
+        "linear_system:LinearSystemVectorEnv",
+        200,
+    ),
+}
+
+ENV_IDS: tuple[str, ...] = tuple(_ENVS)
+
+for _id, (_entry, _vector_entry, _steps) in _ENVS.items():
+    if _id not in registry:
+        register(
+            id=_id,
+            entry_point=f"{__name__}.{_entry}",
+            vector_entry_point=f"{__name__}.{_vector_entry}",
+            max_episode_steps=_steps,
+        )

@@ -1,0 +1,384 @@
+"""The machinery shared by the environments: one base class for a single env and one native
+batched vector env, both driven by the same true :class:`~kalmannet_ctrl.models.SystemModel`.
+
+An environment subclass describes its problem once, in :meth:`PartiallyKnownEnv.build`: the
+nominal model (what a designer knows), the true model (what the simulator runs), the cost and the
+actuator limits, from a validated ``mismatch`` mapping. Everything else (spaces, noise, clipping,
+rewards, termination, seeding, autoreset) lives here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from kalmannet_ctrl._validation import check_positive_int
+from kalmannet_ctrl.errors import DimensionError, NonFiniteError, ParameterError
+from kalmannet_ctrl.models import QuadraticCost, SystemModel, psd_sqrt
+
+__all__ = ["MismatchParameter", "PartiallyKnownEnv", "PartiallyKnownVectorEnv", "Problem"]
+
+
+@dataclass(frozen=True)
+class MismatchParameter:
+    """One entry of an environment's ``mismatch`` mapping.
+
+    Attributes
+    ----------
+    default : float
+        Value used when the mapping does not name the entry.
+    low, high : float
+        Accepted closed range (finite values only).
+    doc : str
+        What the entry means, for error messages and docs.
+    integer : bool
+        Whether the value must be an integer (e.g. a Taylor order).
+    """
+
+    default: float
+    low: float
+    high: float
+    doc: str
+    integer: bool = False
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What :meth:`PartiallyKnownEnv.build` returns.
+
+    Attributes
+    ----------
+    nominal, true : SystemModel
+        The designer's model and the simulator's model (same dimensions).
+    cost : QuadraticCost
+        Stage cost; the reward is its negative.
+    action_low, action_high : ndarray, (n_u,)
+        Actuator limits; actions outside are clipped.
+    """
+
+    nominal: SystemModel
+    true: SystemModel
+    cost: QuadraticCost
+    action_low: np.ndarray
+    action_high: np.ndarray
+
+
+def validate_mismatch(
+    spec: Mapping[str, MismatchParameter],
+    mismatch: Mapping[str, Any] | None,
+    name: str = "mismatch",
+) -> dict[str, float]:
+    """The full mismatch dict: defaults completed, unknown keys and bad values rejected."""
+    if mismatch is None:
+        mismatch = {}
+    if not isinstance(mismatch, Mapping):
+        raise TypeError(
+            f"{name}: expected a mapping of parameter names to numbers, "
+            f"found {type(mismatch).__name__}"
+        )
+    unknown = sorted(set(mismatch) - set(spec))
+    if unknown:
+        raise ParameterError(f"{name}: unknown key(s) {unknown}; expected some of {sorted(spec)}")
+    out: dict[str, float] = {}
+    for key, p in spec.items():
+        value = mismatch.get(key, p.default)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(
+                f"{name}[{key!r}]: expected a number ({p.doc}), found {type(value).__name__}"
+            )
+        value = float(value)
+        if not math.isfinite(value):
+            raise ParameterError(
+                f"{name}[{key!r}]: expected a finite number ({p.doc}), found {value}"
+            )
+        if p.integer and value != int(value):
+            raise ParameterError(f"{name}[{key!r}]: expected an integer ({p.doc}), found {value}")
+        if not (p.low <= value <= p.high):
+            raise ParameterError(
+                f"{name}[{key!r}]: expected a value in [{p.low}, {p.high}] ({p.doc}), found {value}"
+            )
+        out[key] = int(value) if p.integer else value
+    return out
+
+
+class _Simulator:
+    """The true model's transition and measurement with externally drawn standard normals."""
+
+    def __init__(self, problem: Problem) -> None:
+        true = problem.true
+        self.model = true
+        self.n_x, self.n_u, self.n_y = true.n_x, true.n_u, true.n_y
+        self.Lw = psd_sqrt(true.process_cov).detach().cpu().numpy().astype(np.float64)
+        self.Lv = psd_sqrt(true.measurement_cov).detach().cpu().numpy().astype(np.float64)
+        self.L0 = psd_sqrt(true.x0_cov).detach().cpu().numpy().astype(np.float64)
+        self.x0_mean = true.x0_mean.detach().cpu().numpy().astype(np.float64)
+
+    def initial_state(self, z: np.ndarray) -> np.ndarray:
+        """x_0 = x0_mean + L0 z; z (B, n_x) standard normal."""
+        return self.x0_mean + z @ self.L0.T
+
+    def measure(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """y = h(x) + Lv z; x (B, n_x), z (B, n_y)."""
+        with torch.no_grad():
+            hx = self.model.h(torch.as_tensor(x, dtype=self.model.dtype)).cpu().numpy()
+        return hx + z @ self.Lv.T
+
+    def transition(self, x: np.ndarray, u: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """x' = f(x, u) + Lw z; x (B, n_x), u (B, n_u), z (B, n_x)."""
+        with torch.no_grad():
+            fx = self.model.f(
+                torch.as_tensor(x, dtype=self.model.dtype),
+                torch.as_tensor(u, dtype=self.model.dtype),
+            )
+        return fx.cpu().numpy() + z @ self.Lw.T
+
+
+class PartiallyKnownEnv(gym.Env[np.ndarray, np.ndarray]):
+    """Base class of the environments with partially known dynamics.
+
+    Subclasses set ``mismatch_spec`` and implement :meth:`build` (and :meth:`failed` where an
+    episode can fail). Observations are noisy measurements y_t (float32), actions the inputs u_t
+    (float32, clipped to the actuator limits), the reward is the negative stage cost
+    −(x_t'Q x_t + u_t'R u_t) of the clipped action, minus ``failure_penalty`` on the step that
+    terminates an episode, and ``info["state"]`` is the true state.
+
+    Attributes
+    ----------
+    nominal_model, true_model : SystemModel
+    cost : QuadraticCost
+    mismatch : dict
+        The mismatch in force (defaults completed).
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    mismatch_spec: ClassVar[Mapping[str, MismatchParameter]] = {}
+    failure_penalty: ClassVar[float] = 0.0
+
+    def __init__(
+        self, *, mismatch: Mapping[str, Any] | None = None, render_mode: str | None = None
+    ) -> None:
+        if render_mode is not None:
+            raise ValueError(
+                f"render_mode: this environment does not render, found {render_mode!r}"
+            )
+        self.render_mode = None
+        self._configure(validate_mismatch(self.mismatch_spec, mismatch))
+        self._x: np.ndarray | None = None
+
+    # -- to implement --------------------------------------------------------------------------
+    def build(self, mismatch: dict[str, float]) -> Problem:
+        """The nominal and true models, cost and actuator limits for a validated mismatch."""
+        raise NotImplementedError
+
+    def failed(self, x: np.ndarray) -> np.ndarray:
+        """Which states end an episode as a failure; x (B, n_x) -> (B,) bool."""
+        return np.zeros(x.shape[0], dtype=bool)
+
+    # -- configuration -------------------------------------------------------------------------
+    def _configure(self, mismatch: dict[str, float]) -> None:
+        problem = self.build(mismatch)
+        if (problem.nominal.n_x, problem.nominal.n_u, problem.nominal.n_y) != (
+            problem.true.n_x,
+            problem.true.n_u,
+            problem.true.n_y,
+        ):
+            raise DimensionError("build: the nominal and true models must have the same dimensions")
+        self.mismatch = mismatch
+        self.problem = problem
+        self.nominal_model = problem.nominal
+        self.true_model = problem.true
+        self.cost = problem.cost
+        self._sim = _Simulator(problem)
+        self._Q, self._R = problem.cost.numpy()
+        self.action_space = spaces.Box(
+            problem.action_low.astype(np.float32),
+            problem.action_high.astype(np.float32),
+            dtype=np.float32,
+        )
+        self.observation_space = spaces.Box(
+            -np.inf, np.inf, shape=(problem.true.n_y,), dtype=np.float32
+        )
+
+    # -- gymnasium API -------------------------------------------------------------------------
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        if options and "mismatch" in options:
+            self._configure(
+                validate_mismatch(self.mismatch_spec, options["mismatch"], "options['mismatch']")
+            )
+        sim = self._sim
+        self._x = sim.initial_state(self.np_random.standard_normal((1, sim.n_x)))
+        y = sim.measure(self._x, self.np_random.standard_normal((1, sim.n_y)))
+        return y[0].astype(np.float32), {"state": self._x[0].copy()}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._x is None:
+            raise RuntimeError("step: call reset() before step()")
+        u = check_action(action, self.action_space, "action")[None]
+        sim = self._sim
+        x = self._x
+        stage = float(x[0] @ self._Q @ x[0] + u[0] @ self._R @ u[0])
+        x_next = sim.transition(x, u, self.np_random.standard_normal((1, sim.n_x)))
+        y = sim.measure(x_next, self.np_random.standard_normal((1, sim.n_y)))
+        terminated = bool(self.failed(x_next)[0])
+        reward = -stage - (self.failure_penalty if terminated else 0.0)
+        self._x = x_next
+        return (
+            y[0].astype(np.float32),
+            reward,
+            terminated,
+            False,
+            {"state": x_next[0].copy(), "cost": stage},
+        )
+
+
+def check_action(action: Any, space: spaces.Box, name: str) -> np.ndarray:
+    """A float64 copy of ``action`` clipped to ``space``; shape (..., n_u) as the space's."""
+    try:
+        a = np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"{name}: expected an array of numbers of shape {space.shape}, "
+            f"found {type(action).__name__}"
+        ) from exc
+    if a.shape != space.shape:
+        if a.size == int(np.prod(space.shape)) and a.ndim <= 1:
+            a = a.reshape(space.shape)
+        else:
+            raise DimensionError(f"{name}: expected shape {space.shape}, found {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise NonFiniteError(f"{name}: expected finite values, found {a.tolist()}")
+    return np.clip(a, space.low, space.high)
+
+
+class PartiallyKnownVectorEnv(VectorEnv):
+    """Native batched copies of a :class:`PartiallyKnownEnv`, stepped by one batched call.
+
+    All copies share one mismatch (one nominal and one true model). Episodes are truncated after
+    ``max_episode_steps`` and, as in Gymnasium's own vector envs, reset on the step after they end
+    (``AutoresetMode.NEXT_STEP``): that step returns the first observation of the new episode with
+    reward 0 and terminated = truncated = False.
+
+    Parameters
+    ----------
+    env_class : type of PartiallyKnownEnv
+    num_envs : int
+    max_episode_steps : int, optional
+        Default: no truncation.
+    **kwargs
+        Passed to ``env_class`` (e.g. ``mismatch``).
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {
+        "render_modes": [],
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+    }
+
+    def __init__(
+        self,
+        env_class: type[PartiallyKnownEnv],
+        num_envs: int = 1,
+        *,
+        max_episode_steps: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.num_envs = check_positive_int(num_envs, "num_envs")
+        self.max_episode_steps = (
+            None
+            if max_episode_steps is None
+            else check_positive_int(max_episode_steps, "max_episode_steps")
+        )
+        self.env = env_class(**kwargs)  # holds the models; never stepped itself
+        self.render_mode = None
+        self._set_spaces()
+        self._x: np.ndarray | None = None
+        self._steps = np.zeros(self.num_envs, dtype=np.int64)
+        self._prev_done = np.zeros(self.num_envs, dtype=bool)
+
+    def _set_spaces(self) -> None:
+        self.single_action_space = self.env.action_space
+        self.single_observation_space = self.env.observation_space
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+
+    @property
+    def nominal_model(self) -> SystemModel:
+        return self.env.nominal_model
+
+    @property
+    def true_model(self) -> SystemModel:
+        return self.env.true_model
+
+    @property
+    def cost(self) -> QuadraticCost:
+        return self.env.cost
+
+    @property
+    def mismatch(self) -> dict[str, float]:
+        return self.env.mismatch
+
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        if isinstance(seed, list):
+            raise TypeError("seed: the native vector env takes one integer seed for all copies")
+        super().reset(seed=seed)
+        if options and "mismatch" in options:
+            self.env._configure(
+                validate_mismatch(
+                    self.env.mismatch_spec, options["mismatch"], "options['mismatch']"
+                )
+            )
+            self._set_spaces()
+        sim = self.env._sim
+        B = self.num_envs
+        self._x = sim.initial_state(self.np_random.standard_normal((B, sim.n_x)))
+        y = sim.measure(self._x, self.np_random.standard_normal((B, sim.n_y)))
+        self._steps[:] = 0
+        self._prev_done[:] = False
+        return y.astype(np.float32), {"state": self._x.copy()}
+
+    def step(
+        self, actions: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if self._x is None:
+            raise RuntimeError("step: call reset() before step()")
+        u = check_action(actions, self.action_space, "actions")
+        env, sim, B = self.env, self.env._sim, self.num_envs
+        x = self._x
+        stage = np.einsum("bi,ij,bj->b", x, env._Q, x) + np.einsum("bi,ij,bj->b", u, env._R, u)
+        x_next = sim.transition(x, u, self.np_random.standard_normal((B, sim.n_x)))
+        terminated = env.failed(x_next)
+        self._steps += 1
+        truncated = (
+            self._steps >= self.max_episode_steps
+            if self.max_episode_steps is not None
+            else np.zeros(B, dtype=bool)
+        )
+        reward = -stage - np.where(terminated, env.failure_penalty, 0.0)
+        # copies whose episode ended at the previous step start a new one now
+        done = self._prev_done
+        if done.any():
+            n = int(done.sum())
+            x_next[done] = sim.initial_state(self.np_random.standard_normal((n, sim.n_x)))
+            self._steps[done] = 0
+            reward[done] = 0.0
+            terminated[done] = False
+            truncated[done] = False
+            stage[done] = 0.0
+        y = sim.measure(x_next, self.np_random.standard_normal((B, sim.n_y)))
+        self._x = x_next
+        self._prev_done = terminated | truncated
+        info = {"state": x_next.copy(), "cost": stage}
+        return y.astype(np.float32), reward, terminated, truncated, info
