@@ -17,16 +17,25 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
+from .cartpole import CartPoleEnv, CartPoleVectorEnv
 from .core import MismatchParameter, PartiallyKnownEnv, PartiallyKnownVectorEnv, Problem
 from .linear_system import LinearSystemEnv, LinearSystemVectorEnv
+from .lorenz import LorenzEnv, LorenzVectorEnv
+from .pendulum import PendulumEnv, PendulumVectorEnv
 
 __all__ = [
     "ENV_IDS",
+    "CartPoleEnv",
+    "CartPoleVectorEnv",
     "LinearSystemEnv",
     "LinearSystemVectorEnv",
+    "LorenzEnv",
+    "LorenzVectorEnv",
     "MismatchParameter",
     "PartiallyKnownEnv",
     "PartiallyKnownVectorEnv",
+    "PendulumEnv",
+    "PendulumVectorEnv",
     "Problem",
 ]
 
@@ -37,6 +46,9 @@ _ENVS = {
         "linear_system:LinearSystemVectorEnv",
         200,
     ),
+    "kalmannet_ctrl/CartPole-v0": ("cartpole:CartPoleEnv", "cartpole:CartPoleVectorEnv", 500),
+    "kalmannet_ctrl/Pendulum-v0": ("pendulum:PendulumEnv", "pendulum:PendulumVectorEnv", 400),
+    "kalmannet_ctrl/Lorenz-v0": ("lorenz:LorenzEnv", "lorenz:LorenzVectorEnv", 1000),
 }
 
 ENV_IDS: tuple[str, ...] = tuple(_ENVS)

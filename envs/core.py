@@ -151,6 +151,10 @@ class PartiallyKnownEnv(gym.Env[np.ndarray, np.ndarray]):
     −(x_t'Q x_t + u_t'R u_t) of the clipped action, minus ``failure_penalty`` on the step that
     terminates an episode, and ``info["state"]`` is the true state.
 
+    The mismatch is set by the ``mismatch`` constructor argument or by
+    ``reset(options={"mismatch": {...}})``; either way the mapping given replaces the one in
+    force, and the keys it leaves out take their default values.
+
     Attributes
     ----------
     nominal_model, true_model : SystemModel
@@ -182,6 +186,13 @@ class PartiallyKnownEnv(gym.Env[np.ndarray, np.ndarray]):
     def failed(self, x: np.ndarray) -> np.ndarray:
         """Which states end an episode as a failure; x (B, n_x) -> (B,) bool."""
         return np.zeros(x.shape[0], dtype=bool)
+
+    def cost_state(self, x: np.ndarray) -> np.ndarray:
+        """The state the stage cost is charged on, x (B, n_x) -> (B, n_x); default x itself.
+
+        Environments with angle states override it to wrap the angles.
+        """
+        return x
 
     # -- configuration -------------------------------------------------------------------------
     def _configure(self, mismatch: dict[str, float]) -> None:
@@ -228,7 +239,8 @@ class PartiallyKnownEnv(gym.Env[np.ndarray, np.ndarray]):
         u = check_action(action, self.action_space, "action")[None]
         sim = self._sim
         x = self._x
-        stage = float(x[0] @ self._Q @ x[0] + u[0] @ self._R @ u[0])
+        xc = self.cost_state(x)[0]
+        stage = float(xc @ self._Q @ xc + u[0] @ self._R @ u[0])
         x_next = sim.transition(x, u, self.np_random.standard_normal((1, sim.n_x)))
         y = sim.measure(x_next, self.np_random.standard_normal((1, sim.n_y)))
         terminated = bool(self.failed(x_next)[0])
@@ -253,7 +265,9 @@ def check_action(action: Any, space: spaces.Box, name: str) -> np.ndarray:
             f"found {type(action).__name__}"
         ) from exc
     if a.shape != space.shape:
-        if a.size == int(np.prod(space.shape)) and a.ndim <= 1:
+        # accepted: a scalar for a single input, and (B,) for a batch of single inputs
+        single_input = space.shape[-1] == 1 and a.size == int(np.prod(space.shape))
+        if single_input and a.ndim == len(space.shape) - 1:
             a = a.reshape(space.shape)
         else:
             raise DimensionError(f"{name}: expected shape {space.shape}, found {a.shape}")
@@ -347,7 +361,7 @@ class PartiallyKnownVectorEnv(VectorEnv):
         y = sim.measure(self._x, self.np_random.standard_normal((B, sim.n_y)))
         self._steps[:] = 0
         self._prev_done[:] = False
-        return y.astype(np.float32), {"state": self._x.copy()}
+        return y.astype(np.float32), {"state": self._x.copy(), "_state": np.ones(B, dtype=bool)}
 
     def step(
         self, actions: Any
@@ -357,8 +371,20 @@ class PartiallyKnownVectorEnv(VectorEnv):
         u = check_action(actions, self.action_space, "actions")
         env, sim, B = self.env, self.env._sim, self.num_envs
         x = self._x
-        stage = np.einsum("bi,ij,bj->b", x, env._Q, x) + np.einsum("bi,ij,bj->b", u, env._R, u)
-        x_next = sim.transition(x, u, self.np_random.standard_normal((B, sim.n_x)))
+        xc = env.cost_state(x)
+        stage = np.einsum("bi,ij,bj->b", xc, env._Q, xc) + np.einsum("bi,ij,bj->b", u, env._R, u)
+        # copies whose episode ended at the previous step start a new one now (NEXT_STEP
+        # autoreset); the noise is drawn in the single env's order: transition noise for the
+        # running copies, initial-state noise for the restarted ones, then measurement noise
+        done = self._prev_done
+        x_next = np.empty_like(x)
+        running = ~done
+        if running.any():
+            z = self.np_random.standard_normal((int(running.sum()), sim.n_x))
+            x_next[running] = sim.transition(x[running], u[running], z)
+        if done.any():
+            z = self.np_random.standard_normal((int(done.sum()), sim.n_x))
+            x_next[done] = sim.initial_state(z)
         terminated = env.failed(x_next)
         self._steps += 1
         truncated = (
@@ -367,18 +393,14 @@ class PartiallyKnownVectorEnv(VectorEnv):
             else np.zeros(B, dtype=bool)
         )
         reward = -stage - np.where(terminated, env.failure_penalty, 0.0)
-        # copies whose episode ended at the previous step start a new one now
-        done = self._prev_done
-        if done.any():
-            n = int(done.sum())
-            x_next[done] = sim.initial_state(self.np_random.standard_normal((n, sim.n_x)))
-            self._steps[done] = 0
-            reward[done] = 0.0
-            terminated[done] = False
-            truncated[done] = False
-            stage[done] = 0.0
+        self._steps[done] = 0
+        reward[done] = 0.0
+        stage[done] = 0.0
+        terminated[done] = False
+        truncated[done] = False
         y = sim.measure(x_next, self.np_random.standard_normal((B, sim.n_y)))
         self._x = x_next
         self._prev_done = terminated | truncated
-        info = {"state": x_next.copy(), "cost": stage}
+        every = np.ones(B, dtype=bool)
+        info = {"state": x_next.copy(), "cost": stage, "_state": every, "_cost": every.copy()}
         return y.astype(np.float32), reward, terminated, truncated, info

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import control
 import numpy as np
 
+from kalmannet_ctrl._validation import check_positive_float
 from kalmannet_ctrl.errors import DimensionError
 from kalmannet_ctrl.models import (
     LinearGaussianModel,
@@ -128,9 +129,7 @@ class LinearSystemEnv(PartiallyKnownEnv):
                 f"cost: expected Q ({model.n_x}, {model.n_x}) and R ({model.n_u}, {model.n_u}), "
                 f"found Q ({cost.n_x}, {cost.n_x}) and R ({cost.n_u}, {cost.n_u})"
             )
-        bound = float(action_bound)
-        if not (np.isfinite(bound) and bound > 0):
-            raise ValueError(f"action_bound: expected a finite number > 0, found {action_bound}")
+        bound = check_positive_float(action_bound, "action_bound")
         self._model, self._cost, self._bound = model, cost, bound
         super().__init__(mismatch=mismatch, render_mode=render_mode)
 

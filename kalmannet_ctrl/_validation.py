@@ -20,6 +20,7 @@ from .errors import (
     NonFiniteError,
     NotPositiveDefiniteError,
     NotSymmetricError,
+    ParameterError,
 )
 
 ShapeSpec = Sequence["int | str | None"]
@@ -175,5 +176,15 @@ def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected an integer >= {minimum}, found {type(value).__name__}")
     if value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, found {value}")
+        raise ParameterError(f"{name}: expected an integer >= {minimum}, found {value}")
     return int(value)
+
+
+def check_positive_float(value: Any, name: str) -> float:
+    """``value`` as a finite float > 0; TypeError for non-numbers, ParameterError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a number > 0, found {type(value).__name__}")
+    out = float(value)
+    if not (math.isfinite(out) and out > 0):
+        raise ParameterError(f"{name}: expected a finite number > 0, found {value}")
+    return out

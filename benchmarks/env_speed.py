@@ -1,0 +1,96 @@
+"""Throughput of the native vector environments against Gymnasium's SyncVectorEnv.
+
+For every registered id (or those given with ``--ids``) and each number of copies, prints the
+env-steps per second (copies × steps / seconds) of
+
+- the native batched vector env, ``gymnasium.make_vec(id, num_envs=n)`` (the registered
+  ``vector_entry_point``: all copies stepped by one batched call of the true model), and
+- ``gymnasium.make_vec(id, num_envs=n, vectorization_mode="sync")``: a ``SyncVectorEnv`` that
+  steps n single envs (each behind ``gym.make``'s default wrappers) one after the other,
+
+and their ratio (native / sync; the target is at least 50× at 1024 copies). Actions are random
+samples of the action space, drawn before the clock starts; episodes end and autoreset as they
+would in training. Each measurement is the best of ``--repeats`` runs after 10 warm-up steps.
+
+Usage::
+
+    python benchmarks/env_speed.py [--steps 500] [--sync-budget 20000] [--copies 1 64 1024]
+                                   [--ids kalmannet_ctrl/Lorenz-v0 ...] [--threads 1]
+
+SyncVectorEnv's cost grows linearly with the copies, so it runs
+``max(10, min(steps, sync_budget // copies))`` steps per measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from kalmannet_ctrl.envs import ENV_IDS
+
+
+def env_steps_per_second(
+    envs: gym.vector.VectorEnv, steps: int, repeats: int, seed: int = 0
+) -> float:
+    """Copies × steps / seconds of the fastest of ``repeats`` runs of ``steps`` steps."""
+    envs.action_space.seed(seed)
+    actions = [envs.action_space.sample() for _ in range(steps)]
+    envs.reset(seed=seed)
+    for a in actions[:10]:  # warm-up
+        envs.step(a)
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for a in actions:
+            envs.step(a)
+        best = min(best, time.perf_counter() - t0)
+    envs.close()
+    return envs.num_envs * steps / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=500, help="steps per measurement")
+    parser.add_argument(
+        "--sync-budget",
+        type=int,
+        default=20_000,
+        help="env-steps per SyncVectorEnv measurement (caps its steps at many copies)",
+    )
+    parser.add_argument("--copies", type=int, nargs="+", default=[1, 64, 1024])
+    parser.add_argument("--ids", nargs="+", default=list(ENV_IDS), choices=ENV_IDS)
+    parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cases = [(env_id, n) for env_id in args.ids for n in args.copies]
+    rows = []
+    for env_id, n in tqdm(cases, desc="env_speed", leave=False):
+        native = env_steps_per_second(gym.make_vec(env_id, num_envs=n), args.steps, args.repeats)
+        sync_steps = max(10, min(args.steps, args.sync_budget // n))
+        sync_envs = gym.make_vec(env_id, num_envs=n, vectorization_mode="sync")
+        sync = env_steps_per_second(sync_envs, sync_steps, args.repeats)
+        rows.append((env_id.split("/")[-1], n, native, sync, sync_steps))
+    print(
+        f"Env-steps per second, native vector env vs SyncVectorEnv, {args.steps} steps "
+        f"(sync: {args.sync_budget} env-steps, at least 10 steps), best of {args.repeats}, "
+        f"torch {torch.__version__}, {args.threads} thread(s), "
+        f"{platform.processor() or platform.machine()}"
+    )
+    print(f"| {'env':<16} | copies | native [steps/s] | sync [steps/s] | native / sync |")
+    print(f"|{'-' * 18}|--------|------------------|----------------|---------------|")
+    for name, n, native, sync, _ in rows:
+        cells = f"{native:>16,.0f} | {sync:>14,.0f} | {native / sync:>12.1f}x"
+        print(f"| {name:<16} | {n:>6} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
