@@ -377,14 +377,16 @@ class PartiallyKnownVectorEnv(VectorEnv):
         # autoreset); the noise is drawn in the single env's order: transition noise for the
         # running copies, initial-state noise for the restarted ones, then measurement noise
         done = self._prev_done
-        x_next = np.empty_like(x)
-        running = ~done
-        if running.any():
-            z = self.np_random.standard_normal((int(running.sum()), sim.n_x))
-            x_next[running] = sim.transition(x[running], u[running], z)
-        if done.any():
-            z = self.np_random.standard_normal((int(done.sum()), sim.n_x))
-            x_next[done] = sim.initial_state(z)
+        n_done = int(done.sum())
+        if n_done == 0:
+            x_next = sim.transition(x, u, self.np_random.standard_normal((B, sim.n_x)))
+        else:
+            x_next = np.empty_like(x)
+            running = ~done
+            if n_done < B:
+                z = self.np_random.standard_normal((B - n_done, sim.n_x))
+                x_next[running] = sim.transition(x[running], u[running], z)
+            x_next[done] = sim.initial_state(self.np_random.standard_normal((n_done, sim.n_x)))
         terminated = env.failed(x_next)
         self._steps += 1
         truncated = (
