@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kalmannet_ctrl._validation import check_positive_float
-from kalmannet_ctrl.errors import DimensionError, ParameterError
+from kalmannet_ctrl.errors import ParameterError
 from kalmannet_ctrl.models import (
     QuadraticCost,
     SystemModel,
@@ -17,7 +17,7 @@ from kalmannet_ctrl.models import (
     set_parameters,
 )
 
-from .core import MismatchParameter, PartiallyKnownEnv, PartiallyKnownVectorEnv, Problem
+from .core import MismatchParameter, PartiallyKnownEnv, PartiallyKnownVectorEnv, Problem, check_cost
 
 __all__ = ["CARTPOLE_LARGE_MISMATCH", "CartPoleEnv", "CartPoleVectorEnv", "default_cartpole_cost"]
 
@@ -147,13 +147,7 @@ class CartPoleEnv(PartiallyKnownEnv):
         self.position_limit = check_positive_float(position_limit, "position_limit")
         if cost is None:
             cost = default_cartpole_cost()
-        if not isinstance(cost, QuadraticCost):
-            raise TypeError(f"cost: expected a QuadraticCost, found {type(cost).__name__}")
-        if (cost.n_x, cost.n_u) != (4, 1):
-            raise DimensionError(
-                f"cost: expected Q (4, 4) and R (1, 1), "
-                f"found Q ({cost.n_x}, {cost.n_x}) and R ({cost.n_u}, {cost.n_u})"
-            )
+        check_cost(cost, 4, 1)
         self._cost = cost
         self._nominal = cartpole()
         super().__init__(mismatch=mismatch, render_mode=render_mode)

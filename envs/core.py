@@ -25,7 +25,13 @@ from kalmannet_ctrl._validation import check_positive_int
 from kalmannet_ctrl.errors import DimensionError, NonFiniteError, ParameterError
 from kalmannet_ctrl.models import QuadraticCost, SystemModel, psd_sqrt
 
-__all__ = ["MismatchParameter", "PartiallyKnownEnv", "PartiallyKnownVectorEnv", "Problem"]
+__all__ = [
+    "MismatchParameter",
+    "PartiallyKnownEnv",
+    "PartiallyKnownVectorEnv",
+    "Problem",
+    "check_cost",
+]
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,18 @@ def validate_mismatch(
             )
         out[key] = int(value) if p.integer else value
     return out
+
+
+def check_cost(cost: Any, n_x: int, n_u: int) -> QuadraticCost:
+    """``cost`` if it is a QuadraticCost on n_x states and n_u inputs, else a typed error."""
+    if not isinstance(cost, QuadraticCost):
+        raise TypeError(f"cost: expected a QuadraticCost, found {type(cost).__name__}")
+    if (cost.n_x, cost.n_u) != (n_x, n_u):
+        raise DimensionError(
+            f"cost: expected Q ({n_x}, {n_x}) and R ({n_u}, {n_u}), "
+            f"found Q ({cost.n_x}, {cost.n_x}) and R ({cost.n_u}, {cost.n_u})"
+        )
+    return cost
 
 
 class _Simulator:

@@ -17,7 +17,7 @@ from kalmannet_ctrl.models import (
     rotate_measurement,
 )
 
-from .core import MismatchParameter, PartiallyKnownEnv, PartiallyKnownVectorEnv, Problem
+from .core import MismatchParameter, PartiallyKnownEnv, PartiallyKnownVectorEnv, Problem, check_cost
 
 __all__ = ["LinearSystemEnv", "LinearSystemVectorEnv", "default_linear_system"]
 
@@ -122,13 +122,7 @@ class LinearSystemEnv(PartiallyKnownEnv):
             raise DimensionError(f"model: expected at least one input, found n_u = {model.n_u}")
         if cost is None:
             cost = QuadraticCost(np.eye(model.n_x), 0.1 * np.eye(model.n_u))
-        if not isinstance(cost, QuadraticCost):
-            raise TypeError(f"cost: expected a QuadraticCost, found {type(cost).__name__}")
-        if (cost.n_x, cost.n_u) != (model.n_x, model.n_u):
-            raise DimensionError(
-                f"cost: expected Q ({model.n_x}, {model.n_x}) and R ({model.n_u}, {model.n_u}), "
-                f"found Q ({cost.n_x}, {cost.n_x}) and R ({cost.n_u}, {cost.n_u})"
-            )
+        check_cost(cost, model.n_x, model.n_u)
         bound = check_positive_float(action_bound, "action_bound")
         self._model, self._cost, self._bound = model, cost, bound
         super().__init__(mismatch=mismatch, render_mode=render_mode)

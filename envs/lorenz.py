@@ -7,10 +7,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kalmannet_ctrl._validation import check_positive_float
-from kalmannet_ctrl.errors import DimensionError
 from kalmannet_ctrl.models import QuadraticCost, lorenz, noise_from_db
 
-from .core import MismatchParameter, PartiallyKnownEnv, PartiallyKnownVectorEnv, Problem
+from .core import MismatchParameter, PartiallyKnownEnv, PartiallyKnownVectorEnv, Problem, check_cost
 
 __all__ = ["LorenzEnv", "LorenzVectorEnv"]
 
@@ -114,13 +113,7 @@ class LorenzEnv(PartiallyKnownEnv):
         q2, r2 = noise_from_db(inv_r2_db, nu_db)
         if cost is None:
             cost = QuadraticCost(0.01 * np.eye(3), 0.01 * np.eye(3))
-        if not isinstance(cost, QuadraticCost):
-            raise TypeError(f"cost: expected a QuadraticCost, found {type(cost).__name__}")
-        if (cost.n_x, cost.n_u) != (3, 3):
-            raise DimensionError(
-                f"cost: expected Q (3, 3) and R (3, 3), "
-                f"found Q ({cost.n_x}, {cost.n_x}) and R ({cost.n_u}, {cost.n_u})"
-            )
+        check_cost(cost, 3, 3)
         bound = check_positive_float(action_bound, "action_bound")
         self._q2, self._r2, self._cost, self._bound = q2, r2, cost, bound
         super().__init__(mismatch=mismatch, render_mode=render_mode)

@@ -8,10 +8,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kalmannet_ctrl._validation import check_positive_float
-from kalmannet_ctrl.errors import DimensionError
 from kalmannet_ctrl.models import QuadraticCost, pendulum, set_parameters
 
-from .core import MismatchParameter, PartiallyKnownEnv, PartiallyKnownVectorEnv, Problem
+from .core import MismatchParameter, PartiallyKnownEnv, PartiallyKnownVectorEnv, Problem, check_cost
 
 __all__ = [
     "PENDULUM_X0_COV",
@@ -126,13 +125,7 @@ class PendulumEnv(PartiallyKnownEnv):
         self._bound = check_positive_float(action_bound, "action_bound")
         if cost is None:
             cost = default_pendulum_cost()
-        if not isinstance(cost, QuadraticCost):
-            raise TypeError(f"cost: expected a QuadraticCost, found {type(cost).__name__}")
-        if (cost.n_x, cost.n_u) != (2, 1):
-            raise DimensionError(
-                f"cost: expected Q (2, 2) and R (1, 1), "
-                f"found Q ({cost.n_x}, {cost.n_x}) and R ({cost.n_u}, {cost.n_u})"
-            )
+        check_cost(cost, 2, 1)
         self._cost = cost
         self._nominal = pendulum(x0_mean=PENDULUM_X0_MEAN, x0_cov=PENDULUM_X0_COV)
         super().__init__(mismatch=mismatch, render_mode=render_mode)
