@@ -149,6 +149,23 @@ class LQG:
         u_prev = torch.zeros(batch_size, self.n_u, dtype=self.model.dtype, device=self.model.device)
         return LQGState(est_state, u_prev)
 
+    def estimate(self, state: LQGState) -> Tensor:
+        """The state estimate x̂_{t|t} behind the last action: the estimator state's ``mean``.
+
+        Shapes
+        ------
+        -> (B, n_x)
+        """
+        if not isinstance(state, LQGState):
+            raise TypeError(f"state: expected an LQGState, found {type(state).__name__}")
+        mean = getattr(state.estimator_state, "mean", None)
+        if not isinstance(mean, Tensor):
+            raise TypeError(
+                "state: the estimator's state has no 'mean' tensor holding the estimate, found "
+                f"{type(state.estimator_state).__name__}"
+            )
+        return mean
+
     def step(
         self, state: LQGState | None, y: Any, episode_start: Any = None
     ) -> tuple[Tensor, LQGState]:

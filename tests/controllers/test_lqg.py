@@ -325,3 +325,24 @@ def test_episode_start_zeroes_u_prev() -> None:
     seen = state.estimator_state.u_prev.numpy()
     np.testing.assert_array_equal(seen[[0, 2]], a[[0, 2]])
     np.testing.assert_array_equal(seen[1], [0.0])
+
+
+def test_estimate_is_the_kalman_filter_mean() -> None:
+    import numpy as np
+
+    from kalmannet_ctrl.controllers import LQG
+    from kalmannet_ctrl.estimators import KalmanFilter
+    from kalmannet_ctrl.models import LinearGaussianModel, QuadraticCost
+
+    model = LinearGaussianModel(
+        [[0.9, 0.2], [0.0, 0.8]], [[0.0], [1.0]], [[1.0, 0.0]], 0.1 * np.eye(2), [[0.5]]
+    )
+    ctrl = LQG(model, QuadraticCost(np.eye(2), [[0.1]]))
+    y = np.array([[0.3], [-1.0], [2.0]])
+    action, state = ctrl.predict(y)
+    kf = KalmanFilter(model)
+    x_hat, _ = kf.step(kf.init(3), y)
+    np.testing.assert_allclose(ctrl.estimate(state).numpy(), x_hat.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(action, -(x_hat.numpy() @ ctrl.lqr.gain.numpy().T), rtol=1e-10)
+    with pytest.raises(TypeError, match="state: expected an LQGState"):
+        ctrl.estimate((1, 2))

@@ -1,0 +1,36 @@
+"""The compare runner: every estimator and controller of the library on every scenario.
+
+>>> from kalmannet_ctrl.bench import Scenario, compare, get_method
+>>> results = compare([Scenario("kalmannet_ctrl/LinearSystem-v0", max_steps=50)],
+...                   [get_method("lqg-oracle"), get_method("lqg-nominal")],
+...                   episodes=20, progress=False)
+>>> results.methods()
+['lqg-oracle', 'lqg-nominal']
+"""
+
+from .cache import ArtifactCache
+from .defaults import DEFAULT_METHODS, DEFAULT_SCENARIOS, default_scenarios
+from .methods import METHODS, BuildContext, EstimatorOnly, Method, get_method, register_method
+from .results import CellResult, Results
+from .runner import CellTask, LocalExecutor, compare, run_cell
+from .scenario import Scenario
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "DEFAULT_SCENARIOS",
+    "METHODS",
+    "ArtifactCache",
+    "BuildContext",
+    "CellResult",
+    "CellTask",
+    "EstimatorOnly",
+    "LocalExecutor",
+    "Method",
+    "Results",
+    "Scenario",
+    "compare",
+    "default_scenarios",
+    "get_method",
+    "register_method",
+    "run_cell",
+]

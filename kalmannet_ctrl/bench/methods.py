@@ -1,0 +1,231 @@
+"""Methods of a comparison: how to build (and, if needed, train) a controller for a scenario.
+
+A method is a name plus a module-level ``build(ctx) -> controller`` function (so that it can be
+sent to worker processes), where the controller follows the Controller protocol
+(``predict(observation, state, episode_start)``) and may expose ``estimate(state)`` for the
+estimation error. Trainable methods keep their artefacts in ``ctx.cache``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..controllers import LQG
+from ..estimators import ExtendedKalmanFilter, GaussianState
+from ..models import LinearGaussianModel, SystemModel, linearize
+from .cache import ArtifactCache
+from .scenario import Scenario
+
+__all__ = [
+    "METHODS",
+    "BuildContext",
+    "EstimatorOnly",
+    "Method",
+    "get_method",
+    "register_method",
+]
+
+
+@dataclass
+class BuildContext:
+    """What a method's ``build`` gets.
+
+    Attributes
+    ----------
+    scenario : Scenario
+    env : PartiallyKnownEnv
+        A single env of the scenario (its ``nominal_model``, ``true_model``, ``cost`` and spaces).
+    seed : int
+        The comparison's seed (for training).
+    cache : ArtifactCache
+        Where trained artefacts live (folder per scenario, method, config and seed).
+    """
+
+    scenario: Scenario
+    env: Any
+    seed: int
+    cache: ArtifactCache
+    train_info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named way to build a controller for a scenario.
+
+    Parameters
+    ----------
+    name : str
+        Unique name (used on the command line and in tables).
+    build : callable
+        ``build(ctx: BuildContext) -> controller``; module-level (picklable).
+    description : str
+    applies : callable, optional
+        ``applies(env) -> bool``: whether the method makes sense for a scenario's env; cells
+        where it does not are skipped. Default: always.
+    oracle : bool
+        Whether the method uses the true model (the reference of the gap to the oracle).
+    config : mapping
+        Settings that change the result (part of the cache keys).
+    """
+
+    name: str
+    build: Callable[[BuildContext], Any]
+    description: str = ""
+    applies: Callable[[Any], bool] | None = None
+    oracle: bool = False
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method, *, overwrite: bool = False) -> Method:
+    """Add ``method`` to :data:`METHODS` (the names the CLI and :func:`get_method` know)."""
+    if not isinstance(method, Method):
+        raise TypeError(f"method: expected a Method, found {type(method).__name__}")
+    if method.name in METHODS and not overwrite:
+        raise ValueError(f"method: a method named {method.name!r} is already registered")
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    """The registered method called ``name``."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(
+            f"method: unknown method {name!r}; expected one of {sorted(METHODS)}"
+        ) from None
+
+
+# -- helpers for the built-in methods ------------------------------------------------------------
+def _linear_model(model: SystemModel) -> LinearGaussianModel:
+    """The model itself if linear, else its linearization about the origin."""
+    if isinstance(model, LinearGaussianModel):
+        return model
+    return linearize(
+        model, torch.zeros(model.n_x, dtype=model.dtype), torch.zeros(model.n_u, dtype=model.dtype)
+    )
+
+
+def regulates_the_origin(env: Any) -> bool:
+    """Whether LQG applies: a linear env, or one whose task is to hold the origin (an
+    equilibrium of the nominal model that the episodes start near)."""
+    model = env.nominal_model
+    if isinstance(model, LinearGaussianModel):
+        return True
+    zero_x = torch.zeros(1, model.n_x, dtype=model.dtype)
+    zero_u = torch.zeros(1, model.n_u, dtype=model.dtype)
+    with torch.no_grad():
+        at_rest = float(model.f(zero_x, zero_u).abs().max()) < 1e-9
+    return at_rest and float(model.x0_mean.abs().max()) < 1e-9
+
+
+def estimation_only(env: Any) -> bool:
+    """Whether the env is used for estimation only here: no regulation task LQG applies to."""
+    return not regulates_the_origin(env)
+
+
+def _lqg(ctx: BuildContext, model: SystemModel) -> LQG:
+    env = ctx.env
+    bounds = (env.action_space.low, env.action_space.high)
+    return LQG(_linear_model(model), env.cost, input_bounds=bounds)
+
+
+def build_lqg_oracle(ctx: BuildContext) -> LQG:
+    """LQG designed on the true model (linearized about the origin if nonlinear)."""
+    return _lqg(ctx, ctx.env.true_model)
+
+
+def build_lqg_nominal(ctx: BuildContext) -> LQG:
+    """LQG designed on the nominal model (linearized about the origin if nonlinear)."""
+    return _lqg(ctx, ctx.env.nominal_model)
+
+
+class EstimatorOnly:
+    """A controller that applies zero input (clipped into the action bounds) and only estimates.
+
+    For estimation benchmarks on the environments: the estimator runs on the measurements and
+    :meth:`estimate` exposes x̂_{t|t}. Controller protocol (``predict``), batched.
+    """
+
+    def __init__(self, estimator: Any, action_low: np.ndarray, action_high: np.ndarray) -> None:
+        self.estimator = estimator
+        self._action = np.clip(0.0, action_low, action_high).astype(np.float32)
+
+    def predict(
+        self,
+        observation: Any,
+        state: GaussianState | None = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, GaussianState]:
+        obs = np.asarray(observation, dtype=np.float64)
+        single = obs.ndim == 1
+        y = torch.as_tensor(obs.reshape(1, -1) if single else obs)
+        B = y.shape[0]
+        u_prev = torch.as_tensor(np.tile(self._action, (B, 1)), dtype=y.dtype)
+        if state is None or state.mean.shape[0] != B:
+            state, u_prev = self.estimator.init(B), None
+        elif episode_start is not None:
+            state = self.estimator.reset(state, np.asarray(episode_start, dtype=bool).reshape(-1))
+        with torch.no_grad():
+            _, state = self.estimator.step(state, y, u_prev)
+        action = np.broadcast_to(self._action, (B, self._action.size)).copy()
+        return (action[0] if single else action), state
+
+    def estimate(self, state: GaussianState) -> Tensor:
+        return state.mean
+
+
+def _ekf_only(ctx: BuildContext, model: SystemModel) -> EstimatorOnly:
+    env = ctx.env
+    return EstimatorOnly(ExtendedKalmanFilter(model), env.action_space.low, env.action_space.high)
+
+
+def build_ekf_oracle(ctx: BuildContext) -> EstimatorOnly:
+    """Zero input; an EKF on the true model estimates the state."""
+    return _ekf_only(ctx, ctx.env.true_model)
+
+
+def build_ekf_nominal(ctx: BuildContext) -> EstimatorOnly:
+    """Zero input; an EKF on the nominal model estimates the state."""
+    return _ekf_only(ctx, ctx.env.nominal_model)
+
+
+for _method in (
+    Method(
+        "lqg-oracle",
+        build_lqg_oracle,
+        "LQG on the true model (linearized at the origin): the oracle",
+        regulates_the_origin,
+        oracle=True,
+    ),
+    Method(
+        "lqg-nominal",
+        build_lqg_nominal,
+        "LQG on the nominal model (linearized at the origin): the model-based baseline",
+        regulates_the_origin,
+    ),
+    Method(
+        "ekf-oracle",
+        build_ekf_oracle,
+        "zero input, EKF on the true model (estimation only): the oracle",
+        estimation_only,
+        oracle=True,
+    ),
+    Method(
+        "ekf-nominal",
+        build_ekf_nominal,
+        "zero input, EKF on the nominal model (estimation only)",
+        estimation_only,
+    ),
+):
+    register_method(_method)

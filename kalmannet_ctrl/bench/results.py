@@ -1,0 +1,205 @@
+"""Results of a comparison: one cell per (scenario, method), tables, CSV and JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cache import atomic_write_text
+
+__all__ = ["CellResult", "Results"]
+
+#: Columns of the CSV file and of :meth:`Results.rows` (the per-step curves stay in the JSON).
+COLUMNS = (
+    "scenario",
+    "env_id",
+    "method",
+    "episodes",
+    "steps",
+    "cost",
+    "cost_ci95",
+    "success_rate",
+    "mse_db",
+    "gap_pct",
+    "oracle",
+    "build_s",
+    "train_env_steps",
+    "latency_us",
+    "wall_s",
+    "seed",
+)
+
+
+@dataclass
+class CellResult:
+    """The measurements of one method on one scenario.
+
+    Attributes
+    ----------
+    cost : float
+        Mean over episodes of the episode's total cost (stage costs plus failure penalties)
+        divided by the scenario's episode length: the average cost per step, a failure charged
+        as the rest of the episode's share.
+    cost_ci95 : float
+        Half-width of the 95 % confidence interval of ``cost`` (1.96 standard errors).
+    success_rate : float
+        Fraction of episodes that ran to the time limit without a failure.
+    mse_db : float
+        Estimation MSE in dB against ``info["state"]`` over all steps and episodes (NaN for a
+        controller without ``estimate``).
+    mse_db_per_step : list of float
+        The same per time step (for the error-over-time plot).
+    gap_pct : float
+        100 (cost − oracle cost) / |oracle cost| against the scenario's oracle method (filled in
+        by :class:`Results`; NaN without one).
+    build_s, train_env_steps :
+        Wall time to build (and train) the controller, and the env steps its training used.
+    latency_us : float
+        Wall time of ``predict`` per env step, batched over the episodes.
+    samples : dict
+        A few episodes' true states and estimates, for trajectory plots.
+    """
+
+    scenario: str
+    env_id: str
+    method: str
+    episodes: int
+    steps: int
+    seed: int
+    cost: float
+    cost_ci95: float
+    success_rate: float
+    mse_db: float
+    build_s: float
+    latency_us: float
+    wall_s: float
+    oracle: bool = False
+    train_env_steps: int = 0
+    gap_pct: float = math.nan
+    mse_db_per_step: list[float] = field(default_factory=list)
+    samples: dict[str, Any] = field(default_factory=dict)
+    scenario_spec: dict[str, Any] = field(default_factory=dict)
+    key: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CellResult:
+        if not isinstance(data, dict):
+            raise ValueError(f"cell: expected a JSON object, found {type(data).__name__}")
+        names = set(cls.__dataclass_fields__)
+        missing = {"scenario", "method", "cost"} - set(data)
+        if missing:
+            raise ValueError(f"cell: missing fields {sorted(missing)}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class Results:
+    """The cells of a comparison, with the gap to each scenario's oracle filled in."""
+
+    def __init__(self, cells: Iterable[CellResult]) -> None:
+        self.cells = list(cells)
+        self._fill_gaps()
+
+    def _fill_gaps(self) -> None:
+        oracles: dict[str, float] = {}
+        for c in self.cells:
+            if c.oracle and c.scenario not in oracles:
+                oracles[c.scenario] = c.cost
+        for c in self.cells:
+            ref = oracles.get(c.scenario)
+            c.gap_pct = (
+                100.0 * (c.cost - ref) / abs(ref) if ref is not None and ref != 0 else math.nan
+            )
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def __iter__(self):
+        return iter(self.cells)
+
+    def get(self, scenario: str, method: str) -> CellResult:
+        """The cell of ``method`` on the scenario labelled ``scenario``."""
+        for c in self.cells:
+            if c.scenario == scenario and c.method == method:
+                return c
+        raise KeyError(f"no cell for scenario {scenario!r} and method {method!r}")
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat dict per cell with the :data:`COLUMNS`."""
+        return [{k: getattr(c, k) for k in COLUMNS} for c in self.cells]
+
+    def to_markdown(self) -> str:
+        """A Markdown table: cost ± 95 % CI, success, MSE, gap to the oracle, timings."""
+        head = (
+            "| scenario | method | cost / step (± 95% CI) | success | MSE [dB] | gap to oracle "
+            "| build [s] | latency [us/step] |"
+        )
+        lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for c in self.cells:
+            mse = "" if math.isnan(c.mse_db) else f"{c.mse_db:.2f}"
+            gap = "" if math.isnan(c.gap_pct) else f"{c.gap_pct:+.1f} %"
+            name = c.method + (" (oracle)" if c.oracle else "")
+            lines.append(
+                f"| {c.scenario} | {name} | {_fmt(c.cost)} ± {_fmt(c.cost_ci95)} | "
+                f"{100 * c.success_rate:.0f} % | {mse} | {gap} | {c.build_s:.2f} | "
+                f"{c.latency_us:.1f} |"
+            )
+        return "\n".join(lines)
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """The rows as CSV text, written atomically to ``path`` when given."""
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows())
+        text = buf.getvalue()
+        if path is not None:
+            atomic_write_text(Path(path), text)
+        return text
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """Every cell in full (with per-step curves and samples), written atomically if asked."""
+        text = json.dumps(
+            {"cells": [c.to_dict() for c in self.cells]}, indent=1, default=_json_default
+        )
+        if path is not None:
+            atomic_write_text(Path(path), text)
+        return text
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> Results:
+        """Read results written by :meth:`to_json`."""
+        data = json.loads(Path(path).read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+            raise ValueError(f"path: {path} is not a results file (no 'cells' list)")
+        return cls(CellResult.from_dict(c) for c in data["cells"])
+
+    def scenarios(self) -> list[str]:
+        return list(dict.fromkeys(c.scenario for c in self.cells))
+
+    def methods(self) -> list[str]:
+        return list(dict.fromkeys(c.method for c in self.cells))
+
+
+def _fmt(x: float) -> str:
+    if math.isnan(x):
+        return "nan"
+    if x == 0 or 1e-3 <= abs(x) < 1e5:
+        return f"{x:.4g}"
+    return f"{x:.3e}"
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Sequence):
+        return list(obj)
+    return str(obj)

@@ -1,0 +1,295 @@
+"""Run methods on scenarios: one cell per (scenario, method), cached, in parallel."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .. import __version__
+from .._validation import check_positive_int
+from .cache import ArtifactCache, atomic_write_text, stable_hash
+from .methods import BuildContext, Method
+from .results import CellResult, Results
+from .scenario import Scenario
+
+__all__ = ["CellTask", "LocalExecutor", "compare", "run_cell"]
+
+log = logging.getLogger(__name__)
+
+_SAMPLE_EPISODES = 3
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """Everything a worker needs to run one cell (picklable)."""
+
+    scenario: Scenario
+    method: Method
+    episodes: int
+    seed: int
+    cache_root: str | None
+
+    def key(self) -> str:
+        return stable_hash(
+            {
+                "scenario": self.scenario.key(),
+                "method": self.method.name,
+                "config": dict(self.method.config),
+                "episodes": self.episodes,
+                "seed": self.seed,
+                "version": __version__,
+            }
+        )
+
+
+def _estimate(controller: Any, state: Any) -> np.ndarray | None:
+    fn = getattr(controller, "estimate", None)
+    if fn is None or state is None:
+        return None
+    est = fn(state)
+    if isinstance(est, torch.Tensor):
+        est = est.detach().cpu().numpy()
+    return np.asarray(est, dtype=np.float64)
+
+
+def run_cell(task: CellTask) -> CellResult | None:
+    """Build the method's controller and run ``task.episodes`` seeded episodes of the scenario.
+
+    Returns None when the method does not apply to the scenario.
+    """
+    torch.set_num_threads(1)
+    scenario, method = task.scenario, task.method
+    env = scenario.make()
+    if method.applies is not None and not method.applies(env):
+        return None
+    start = time.perf_counter()
+    cache = ArtifactCache(None if task.cache_root is None else Path(task.cache_root) / "artifacts")
+    ctx = BuildContext(scenario, env, task.seed, cache)
+    controller = method.build(ctx)
+    build_s = time.perf_counter() - start
+
+    B, T = task.episodes, scenario.steps
+    envs = scenario.make_vec(B)
+    obs, info = envs.reset(seed=task.seed)
+    x = info["state"]
+    active = np.ones(B, dtype=bool)
+    failed = np.zeros(B, dtype=bool)
+    total = np.zeros(B)
+    sq_err_sum = np.zeros(T)
+    sq_err_count = np.zeros(T)
+    samples_x, samples_est = [x[:_SAMPLE_EPISODES].tolist()], []
+    state, episode_start = None, np.ones(B, dtype=bool)
+    predict_s, calls = 0.0, 0
+    has_estimate = True
+    for t in range(T):
+        t0 = time.perf_counter()
+        action, state = controller.predict(obs, state, episode_start, deterministic=True)
+        predict_s += time.perf_counter() - t0
+        calls += 1
+        est = _estimate(controller, state) if has_estimate else None
+        if est is None:
+            has_estimate = False
+        else:
+            err = ((est - x) ** 2).mean(1)
+            sq_err_sum[t] = err[active].sum()
+            sq_err_count[t] = active.sum()
+            samples_est.append(est[:_SAMPLE_EPISODES].tolist())
+        obs, reward, terminated, truncated, info = envs.step(action)
+        total[active] -= reward[active]
+        failed |= terminated & active
+        active &= ~(terminated | truncated)
+        x = info["state"]
+        samples_x.append(x[:_SAMPLE_EPISODES].tolist())
+        episode_start = np.zeros(B, dtype=bool)
+        if not active.any():
+            break
+    envs.close()
+    if active.any():  # pragma: no cover - the vector env truncates at T
+        raise RuntimeError("run_cell: episodes did not end at the scenario's episode length")
+    per_episode = total / T
+    cost = float(per_episode.mean())
+    ci = float(1.96 * per_episode.std(ddof=1) / math.sqrt(B)) if B > 1 else math.nan
+    if has_estimate and sq_err_count.sum() > 0:
+        mse = float(sq_err_sum.sum() / sq_err_count.sum())
+        mse_db = 10 * math.log10(mse) if mse > 0 else -math.inf
+        per_step = [
+            10 * math.log10(s / n) if n > 0 and s > 0 else math.nan
+            for s, n in zip(sq_err_sum, sq_err_count, strict=True)
+        ]
+    else:
+        mse_db, per_step = math.nan, []
+    return CellResult(
+        scenario=scenario.label,
+        env_id=scenario.env_id,
+        method=method.name,
+        episodes=B,
+        steps=T,
+        seed=task.seed,
+        cost=cost,
+        cost_ci95=ci,
+        success_rate=float(1.0 - failed.mean()),
+        mse_db=mse_db,
+        build_s=build_s,
+        latency_us=predict_s / max(calls, 1) / B * 1e6,
+        wall_s=time.perf_counter() - start,
+        oracle=method.oracle,
+        train_env_steps=int(ctx.train_info.get("env_steps", 0)),
+        mse_db_per_step=per_step,
+        samples={"state": samples_x[: len(samples_est) + 1], "estimate": samples_est},
+        scenario_spec=scenario.to_dict(),
+        key=task.key(),
+    )
+
+
+class LocalExecutor:
+    """Runs cells in a pool of worker processes on this machine (serially with one worker).
+
+    Parameters
+    ----------
+    workers : int, optional
+        Worker processes; default the number of CPUs. Workers are started with ``spawn``.
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = (
+            check_positive_int(workers, "workers") if workers is not None else (os.cpu_count() or 1)
+        )
+
+    def map(
+        self, fn: Callable[[CellTask], Any], tasks: Sequence[CellTask]
+    ) -> Iterable[tuple[int, Any]]:
+        """Yield ``(index, fn(task))`` as cells finish."""
+        if self.workers == 1 or len(tasks) <= 1:
+            for i, task in enumerate(tasks):
+                yield i, fn(task)
+            return
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=ctx) as pool:
+            futures = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
+            for fut in as_completed(futures):
+                yield futures[fut], fut.result()
+
+
+def _cell_path(root: Path, task: CellTask) -> Path:
+    return root / "cells" / f"{task.key()}.json"
+
+
+def _load_cell(path: Path, task: CellTask) -> tuple[bool, CellResult | None]:
+    """``(found, cell)`` from disk; ``cell`` None with ``found`` True marks a method that does
+    not apply. An absent or unreadable entry gives ``(False, None)`` and is recomputed."""
+    if not path.exists():
+        return False, None
+    try:
+        data = json.loads(path.read_text())
+        if data is None:
+            return True, None
+        cell = CellResult.from_dict(data)
+        if cell.key != task.key():
+            raise ValueError("the entry belongs to another cell")
+        return True, cell
+    except Exception as exc:
+        log.warning("ignoring the unreadable cached cell %s (%s); it is recomputed", path, exc)
+        return False, None
+
+
+def compare(
+    scenarios: Sequence[Scenario],
+    methods: Sequence[Method],
+    *,
+    episodes: int = 100,
+    seed: int = 0,
+    executor: Any = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> Results:
+    """Run every method on every scenario and collect the measurements.
+
+    Parameters
+    ----------
+    scenarios : sequence of Scenario
+    methods : sequence of Method
+        Cells where a method does not apply (``Method.applies``) are skipped.
+    episodes : int
+        Seeded episodes per cell (one native vector env with that many copies).
+    seed : int
+        Seeds the episodes and any training; the same seed gives the same numbers.
+    executor : optional
+        An object with ``map(fn, tasks)`` yielding ``(index, result)``: :class:`LocalExecutor`
+        (default) or :class:`~kalmannet_ctrl.bench.executors.RayExecutor`.
+    output_dir : path, optional
+        Where finished cells (``cells/``) and trained artefacts (``artifacts/``) are cached;
+        a run interrupted and started again with the same folder resumes from its finished
+        cells. ``None`` caches nothing.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    Results
+    """
+    scenarios, methods = list(scenarios), list(methods)
+    if not scenarios:
+        raise ValueError("scenarios: expected at least one Scenario, found none")
+    if not methods:
+        raise ValueError("methods: expected at least one Method, found none")
+    for s in scenarios:
+        if not isinstance(s, Scenario):
+            raise TypeError(f"scenarios: expected Scenario objects, found {type(s).__name__}")
+    for m in methods:
+        if not isinstance(m, Method):
+            raise TypeError(f"methods: expected Method objects, found {type(m).__name__}")
+    episodes = check_positive_int(episodes, "episodes", minimum=2)
+    root = None if output_dir is None else Path(output_dir)
+    if root is not None:
+        _check_writable(root)
+    tasks = [
+        CellTask(s, m, episodes, int(seed), None if root is None else str(root))
+        for s in scenarios
+        for m in methods
+    ]
+    results: list[CellResult | None] = [None] * len(tasks)
+    todo: list[int] = []
+    for i, task in enumerate(tasks):
+        found, cached = (False, None) if root is None else _load_cell(_cell_path(root, task), task)
+        if found:
+            results[i] = cached
+        else:
+            todo.append(i)
+    executor = executor or LocalExecutor()
+    bar = tqdm(total=len(todo), desc="compare", disable=not progress, leave=False)
+    try:
+        for j, cell in executor.map(run_cell, [tasks[i] for i in todo]):
+            i = todo[j]
+            results[i] = cell
+            if root is not None:
+                payload = json.dumps(None if cell is None else cell.to_dict(), default=str)
+                atomic_write_text(_cell_path(root, tasks[i]), payload)
+            bar.update(1)
+    finally:
+        bar.close()
+    return Results(c for c in results if c is not None)
+
+
+def _check_writable(root: Path) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise PermissionError(
+            f"output_dir: cannot write to {root} ({exc.strerror or exc})"
+        ) from exc
