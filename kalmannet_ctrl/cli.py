@@ -2,6 +2,12 @@
 
 Subcommands
 -----------
+compare
+    The main job: every method on every scenario, with tables, CSV, JSON and plots.
+train
+    Build (and train) methods for scenarios ahead of a comparison.
+list
+    The registered environments, methods and named scenarios.
 demo
     Filters the KalmanNet paper's linear 2×2 model (true F rotated by 10°) and its synthetic
     nonlinear model (partial information) with KF/EKF/UKF built on the nominal and on the true
@@ -170,7 +176,211 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    compare = sub.add_parser(
+        "compare",
+        help="benchmark estimators and controllers on scenarios (the main job)",
+        description=(
+            "Run every method on every scenario over seeded episodes and write a Markdown "
+            "table, CSV, JSON and plots. With no arguments: the embedded default scenarios and "
+            "methods (see 'kalmannet-ctrl list'). An interrupted run started again with the "
+            "same output folder resumes from its finished cells."
+        ),
+    )
+    _add_grid_arguments(compare)
+    compare.add_argument(
+        "--episodes", type=_positive_int, default=100, help="seeded episodes per cell (default 100)"
+    )
+    compare.add_argument(
+        "--sweep",
+        metavar="KEY=V1,V2,...",
+        default=None,
+        help="mismatch sweep: repeat every scenario with mismatch KEY set to each value",
+    )
+    compare.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where cells run (default local)",
+    )
+    compare.add_argument(
+        "--workers", type=_positive_int, default=None, help="local worker processes (default: CPUs)"
+    )
+    compare.add_argument(
+        "--ray-address", default=None, help="Ray cluster address (default: a local Ray instance)"
+    )
+    compare.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
+
+    train = sub.add_parser(
+        "train",
+        help="build and train methods for scenarios, filling the artefact cache",
+        description=(
+            "Build (and train, for learned methods) each method for each scenario and store the "
+            "trained artefacts in OUTPUT/artifacts, where 'compare' with the same output folder "
+            "and seed finds them."
+        ),
+    )
+    _add_grid_arguments(train)
+
+    sub.add_parser(
+        "list",
+        help="list the environments, methods and named scenarios",
+        description="List the registered environments, methods and named default scenarios.",
+    )
     return parser
+
+
+def _add_grid_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--scenarios",
+        nargs="+",
+        metavar="NAME",
+        default=None,
+        help="named scenarios or environment ids (default: every named scenario)",
+    )
+    p.add_argument(
+        "--methods", nargs="+", metavar="NAME", default=None, help="methods (default: the defaults)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--output",
+        default="kalmannet-ctrl-results",
+        help="output folder (default ./kalmannet-ctrl-results)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _grid(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    from .bench import DEFAULT_METHODS, DEFAULT_SCENARIOS, Scenario, default_scenarios, get_method
+    from .envs import ENV_IDS
+
+    scenarios = []
+    for name in args.scenarios or list(DEFAULT_SCENARIOS):
+        if name in DEFAULT_SCENARIOS:
+            scenarios += default_scenarios([name])
+        elif name in ENV_IDS:
+            scenarios.append(Scenario(name))
+        else:
+            parser.error(
+                f"unknown scenario {name!r}; expected one of {sorted(DEFAULT_SCENARIOS)} "
+                f"or an environment id {list(ENV_IDS)}"
+            )
+    methods = []
+    for name in args.methods or list(DEFAULT_METHODS):
+        try:
+            methods.append(get_method(name))
+        except ValueError as exc:
+            parser.error(str(exc))
+    return scenarios, methods
+
+
+def _sweep(scenarios: list, spec: str, parser: argparse.ArgumentParser) -> list:
+    from dataclasses import replace
+
+    key, sep, values = spec.partition("=")
+    try:
+        numbers = [float(v) for v in values.split(",") if v.strip()]
+    except ValueError:
+        numbers = []
+    if not sep or not key or not numbers:
+        parser.error(f"--sweep: expected KEY=V1,V2,... with numbers, found {spec!r}")
+    out = []
+    for sc in scenarios:
+        for v in numbers:
+            mismatch = {**(sc.mismatch or {}), key: v}
+            name = f"{sc.label.split(' (')[0]} ({key}={v:g})"
+            try:
+                out.append(replace(sc, mismatch=mismatch, name=name))
+            except (ValueError, TypeError) as exc:
+                parser.error(f"--sweep: {exc}")
+    return out
+
+
+def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from pathlib import Path
+
+    from .bench import LocalExecutor, compare
+
+    scenarios, methods = _grid(args, parser)
+    if args.sweep:
+        scenarios = _sweep(scenarios, args.sweep, parser)
+    if args.executor == "ray":
+        from .bench.executors import RayExecutor
+
+        executor = RayExecutor(args.ray_address)
+    else:
+        executor = LocalExecutor(args.workers)
+    out = Path(args.output)
+    try:
+        results = compare(
+            scenarios,
+            methods,
+            episodes=args.episodes,
+            seed=args.seed,
+            executor=executor,
+            output_dir=out,
+            progress=not args.no_progress,
+        )
+    except PermissionError as exc:
+        print(f"kalmannet-ctrl compare: error: {exc}", file=sys.stderr)
+        return 1
+    table = results.to_markdown()
+    (out / "results.md").write_text(table + "\n")
+    results.to_csv(out / "results.csv")
+    results.to_json(out / "results.json")
+    written = ["results.md", "results.csv", "results.json"]
+    if not args.no_plots:
+        from .bench.plots import write_plots
+
+        key = args.sweep.partition("=")[0] if args.sweep else None
+        written += [p.name for p in write_plots(results, out / "plots", mismatch_parameter=key)]
+    print(
+        f"kalmannet-ctrl {__version__} compare: {len(scenarios)} scenario(s) x {len(methods)} "
+        f"method(s), {args.episodes} episodes per cell, seed {args.seed}"
+    )
+    print(table)
+    print(f"\nwrote {', '.join(written)} to {out}")
+    return 0
+
+
+def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from pathlib import Path
+
+    from .bench import ArtifactCache, BuildContext
+
+    scenarios, methods = _grid(args, parser)
+    cache = ArtifactCache(Path(args.output) / "artifacts")
+    for sc in scenarios:
+        for m in methods:
+            env = sc.make()
+            if m.applies is not None and not m.applies(env):
+                continue
+            t0 = time.perf_counter()
+            m.build(BuildContext(sc, env, args.seed, cache))
+            print(f"{sc.label} / {m.name}: ready in {time.perf_counter() - t0:.2f} s")
+    return 0
+
+
+def _run_list() -> int:
+    import gymnasium as gym
+
+    from .bench import DEFAULT_METHODS, DEFAULT_SCENARIOS, METHODS
+    from .envs import ENV_IDS
+
+    print("environments:")
+    for env_id in ENV_IDS:
+        spec = gym.spec(env_id)
+        doc = (gym.make(env_id).unwrapped.__doc__ or "").strip().splitlines()
+        print(f"  {env_id}  ({spec.max_episode_steps} steps)  {doc[0] if doc else ''}")
+    print("methods (* = in the default comparison):")
+    for name, m in METHODS.items():
+        mark = "*" if name in DEFAULT_METHODS else " "
+        print(f"  {mark} {name}: {m.description}")
+    print("named scenarios (the default comparison runs all):")
+    for name, spec in DEFAULT_SCENARIOS.items():
+        extra = f" mismatch={spec['mismatch']}" if spec.get("mismatch") else " default mismatch"
+        print(f"  {name}: {spec['env_id']}{extra}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -194,6 +404,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(format_table(rows))
         return 0
+    if args.command == "compare":
+        return _run_compare(args, parser)
+    if args.command == "train":
+        return _run_train(args, parser)
+    if args.command == "list":
+        return _run_list()
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects it
     return 2  # pragma: no cover
 

@@ -10,15 +10,14 @@ from typing import Any
 
 import gymnasium as gym
 
+from .. import envs as _envs  # registers the environments (also in worker processes)
 from .._validation import check_positive_int
 
 __all__ = ["Scenario"]
 
 
 def _registered_ids() -> list[str]:
-    import kalmannet_ctrl.envs as envs
-
-    return list(envs.ENV_IDS)
+    return list(_envs.ENV_IDS)
 
 
 @dataclass(frozen=True)
