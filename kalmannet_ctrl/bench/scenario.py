@@ -27,7 +27,10 @@ class Scenario:
     Parameters
     ----------
     env_id : str
-        A registered id, e.g. ``"kalmannet_ctrl/LinearSystem-v0"``.
+        A registered id, e.g. ``"kalmannet_ctrl/LinearSystem-v0"``, of a
+        :class:`~kalmannet_ctrl.envs.PartiallyKnownEnv` (your own ones too, once registered
+        with a ``vector_entry_point``; with worker processes, register them in a module the
+        workers import).
     mismatch : mapping, optional
         The env's ``mismatch`` (keys it leaves out take the env's defaults); ``None`` for the
         env's default mismatch.
@@ -46,9 +49,11 @@ class Scenario:
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        ids = _registered_ids()
-        if self.env_id not in ids:
-            raise ValueError(f"env_id: unknown environment {self.env_id!r}; expected one of {ids}")
+        if not isinstance(self.env_id, str) or self.env_id not in gym.registry:
+            raise ValueError(
+                f"env_id: unknown environment {self.env_id!r}; expected a registered id such as "
+                f"{_registered_ids()}"
+            )
         if self.max_steps is not None:
             check_positive_int(self.max_steps, "max_steps")
         if self.mismatch is not None:
@@ -97,7 +102,13 @@ class Scenario:
 
     def make(self) -> Any:
         """The single env (unwrapped: no time limit), holding the nominal and true models."""
-        return gym.make(self.env_id, **self._kwargs()).unwrapped
+        env = gym.make(self.env_id, **self._kwargs()).unwrapped
+        if not isinstance(env, _envs.PartiallyKnownEnv):
+            raise TypeError(
+                f"env_id: {self.env_id!r} is not an environment with partially known dynamics "
+                f"(a kalmannet_ctrl.envs.PartiallyKnownEnv), found {type(env).__name__}"
+            )
+        return env
 
     def make_vec(self, num_envs: int) -> Any:
         """The native vector env with ``num_envs`` copies and this scenario's episode length."""
