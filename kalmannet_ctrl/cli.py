@@ -307,7 +307,11 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     if args.executor == "ray":
         from .bench.executors import RayExecutor
 
-        executor = RayExecutor(args.ray_address)
+        try:
+            executor = RayExecutor(args.ray_address)
+        except ImportError as exc:
+            print(f"kalmannet-ctrl compare: error: {exc}", file=sys.stderr)
+            return 1
     else:
         executor = LocalExecutor(args.workers)
     out = Path(args.output)

@@ -10,6 +10,7 @@
 
 from .cache import ArtifactCache
 from .defaults import DEFAULT_METHODS, DEFAULT_SCENARIOS, default_scenarios
+from .executors import CellError, RayExecutor
 from .methods import METHODS, BuildContext, EstimatorOnly, Method, get_method, register_method
 from .results import CellResult, Results
 from .runner import CellTask, LocalExecutor, compare, run_cell
@@ -21,11 +22,13 @@ __all__ = [
     "METHODS",
     "ArtifactCache",
     "BuildContext",
+    "CellError",
     "CellResult",
     "CellTask",
     "EstimatorOnly",
     "LocalExecutor",
     "Method",
+    "RayExecutor",
     "Results",
     "Scenario",
     "compare",
