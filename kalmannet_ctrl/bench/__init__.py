@@ -12,6 +12,7 @@ from .cache import ArtifactCache
 from .defaults import DEFAULT_METHODS, DEFAULT_SCENARIOS, default_scenarios
 from .executors import CellError, RayExecutor
 from .methods import METHODS, BuildContext, EstimatorOnly, Method, get_method, register_method
+from .plots import cost_figure, error_figure, mismatch_figure, trajectory_figure, write_plots
 from .results import CellResult, Results
 from .runner import CellTask, LocalExecutor, compare, run_cell
 from .scenario import Scenario
@@ -32,8 +33,13 @@ __all__ = [
     "Results",
     "Scenario",
     "compare",
+    "cost_figure",
     "default_scenarios",
+    "error_figure",
     "get_method",
+    "mismatch_figure",
     "register_method",
     "run_cell",
+    "trajectory_figure",
+    "write_plots",
 ]

@@ -63,7 +63,18 @@ class CellResult:
     latency_us : float
         Wall time of ``predict`` per env step, batched over the episodes.
     samples : dict
-        A few episodes' true states and estimates, for trajectory plots.
+        The first (at most 3) episodes, for trajectory plots: ``state`` (T + 1, episodes, n_x)
+        the true states x_0 .. x_T, ``estimate`` (T, episodes, n_x) the estimates x̂_{t|t}
+        matching ``state[t]`` (empty for a controller without ``estimate``), and ``length``
+        (episodes,) the steps each ran before it ended (later entries belong to the next,
+        automatically reset episode). T is the number of steps run.
+    scenario_spec : dict
+        The scenario's definition, with ``mismatch`` the one in force (defaults completed).
+
+    Notes
+    -----
+    ``mse_db_per_step`` at step t averages over the episodes still running at t, so after
+    failures it describes the survivors.
     """
 
     scenario: str

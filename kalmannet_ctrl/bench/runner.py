@@ -91,6 +91,7 @@ def run_cell(task: CellTask) -> CellResult | None:
     sq_err_sum = np.zeros(T)
     sq_err_count = np.zeros(T)
     samples_x, samples_est = [x[:_SAMPLE_EPISODES].tolist()], []
+    lengths = np.zeros(B, dtype=np.int64)
     state, episode_start = None, np.ones(B, dtype=bool)
     predict_s, calls = 0.0, 0
     has_estimate = True
@@ -109,6 +110,7 @@ def run_cell(task: CellTask) -> CellResult | None:
             samples_est.append(est[:_SAMPLE_EPISODES].tolist())
         obs, reward, terminated, truncated, info = envs.step(action)
         total[active] -= reward[active]
+        lengths[active] += 1
         failed |= terminated & active
         active &= ~(terminated | truncated)
         x = info["state"]
@@ -148,8 +150,12 @@ def run_cell(task: CellTask) -> CellResult | None:
         oracle=method.oracle,
         train_env_steps=int(ctx.train_info.get("env_steps", 0)),
         mse_db_per_step=per_step,
-        samples={"state": samples_x[: len(samples_est) + 1], "estimate": samples_est},
-        scenario_spec=scenario.to_dict(),
+        samples={
+            "state": samples_x,
+            "estimate": samples_est,
+            "length": lengths[:_SAMPLE_EPISODES].tolist(),
+        },
+        scenario_spec={**scenario.to_dict(), "mismatch": dict(env.mismatch)},
         key=task.key(),
     )
 
