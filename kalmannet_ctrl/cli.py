@@ -360,8 +360,10 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             if m.applies is not None and not m.applies(env):
                 continue
             t0 = time.perf_counter()
-            m.build(BuildContext(sc, env, args.seed, cache))
-            print(f"{sc.label} / {m.name}: ready in {time.perf_counter() - t0:.2f} s")
+            ctx = BuildContext(sc, env, args.seed, cache, method=m)
+            m.build(ctx)
+            how = " (from the cache)" if ctx.train_info.get("loaded") else ""
+            print(f"{sc.label} / {m.name}: ready in {time.perf_counter() - t0:.2f} s{how}")
     return 0
 
 

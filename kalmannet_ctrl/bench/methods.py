@@ -8,8 +8,10 @@ estimation error. Trainable methods keep their artefacts in ``ctx.cache``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,7 @@ from torch import Tensor
 from ..controllers import LQG
 from ..estimators import ExtendedKalmanFilter, GaussianState
 from ..models import LinearGaussianModel, SystemModel, linearize
-from .cache import ArtifactCache
+from .cache import ArtifactCache, atomic_write_text, stable_hash
 from .scenario import Scenario
 
 __all__ = [
@@ -52,6 +54,42 @@ class BuildContext:
     seed: int
     cache: ArtifactCache
     train_info: dict[str, Any] = field(default_factory=dict)
+    method: Method | None = None
+
+    def cached(
+        self,
+        build: Callable[[], Any],
+        save: Callable[[Any, Path], None],
+        load: Callable[[Path], Any],
+    ) -> Any:
+        """A trained artefact of this method for this scenario, seed and config.
+
+        Loaded from ``cache`` when a readable copy exists (a corrupt one is rebuilt), else
+        built with ``build()`` and stored with ``save(obj, folder)``; ``load(folder)`` must raise
+        on anything it cannot read. What ``build`` put in ``train_info`` (e.g. ``env_steps``,
+        the training data used) is stored beside the artefact and restored with it;
+        ``train_info["loaded"]`` tells which happened.
+        """
+        name = "method" if self.method is None else self.method.name
+        config = {} if self.method is None else dict(self.method.config)
+        parts = (self.scenario.key(), f"{name}-{stable_hash(config, 8)}", f"seed-{self.seed}")
+        info_file = "train_info.json"
+
+        def save_all(obj: Any, folder: Path) -> None:
+            save(obj, folder)
+            atomic_write_text(folder / info_file, json.dumps(self.train_info, default=str))
+
+        def load_all(folder: Path) -> Any:
+            info = json.loads((folder / info_file).read_text())
+            if not isinstance(info, dict):
+                raise ValueError(f"{info_file}: expected a JSON object")
+            obj = load(folder)
+            self.train_info.update(info)
+            return obj
+
+        obj, loaded = self.cache.load_or_build(parts, build, save_all, load_all)
+        self.train_info["loaded"] = loaded
+        return obj
 
 
 @dataclass(frozen=True)

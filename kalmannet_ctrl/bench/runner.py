@@ -77,7 +77,7 @@ def run_cell(task: CellTask) -> CellResult | None:
         return None
     start = time.perf_counter()
     cache = ArtifactCache(None if task.cache_root is None else Path(task.cache_root) / "artifacts")
-    ctx = BuildContext(scenario, env, task.seed, cache)
+    ctx = BuildContext(scenario, env, task.seed, cache, method=method)
     controller = method.build(ctx)
     build_s = time.perf_counter() - start
 

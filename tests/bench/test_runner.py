@@ -295,3 +295,88 @@ def test_cli_list_and_train(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "LinearSystem / lqg-oracle" in out and "Lorenz (estimation) / ekf-nominal" in out
     assert "Lorenz (estimation) / lqg-oracle" not in out
+
+
+def _fit_noise(ctx):
+    """A small trainable method: estimate the measurement noise variance from a rollout."""
+
+    def train():
+        env = ctx.env
+        ctx.train_info["env_steps"] = 200
+        env.reset(seed=ctx.seed)
+        ys = [env.step(np.zeros(env.action_space.shape, np.float32))[0] for _ in range(200)]
+        return {"var": torch.tensor(float(np.var(ys)))}
+
+    def save(obj, folder):
+        torch.save(obj, folder / "fit.pt")
+
+    def load(folder):
+        return torch.load(folder / "fit.pt", weights_only=True)
+
+    fit = ctx.cached(train, save, load)
+    assert float(fit["var"]) > 0
+    return get_method("lqg-nominal").build(ctx)
+
+
+FITTED = Method("fitted-test", _fit_noise, "test method with a cached artefact", config={"n": 200})
+
+
+def test_trained_artefacts_are_cached_per_scenario_method_config_and_seed(tmp_path: Path) -> None:
+    compare(
+        [LINEAR],
+        [FITTED],
+        episodes=2,
+        seed=0,
+        executor=LocalExecutor(1),
+        output_dir=tmp_path,
+        progress=False,
+    )
+    files = sorted((tmp_path / "artifacts").rglob("fit.pt"))
+    assert len(files) == 1
+    # the cell is forgotten: the artefact is loaded (not rewritten), with its training record
+    stamp = files[0].stat().st_mtime_ns
+    for cell in (tmp_path / "cells").glob("*.json"):
+        cell.unlink()
+    again = compare(
+        [LINEAR],
+        [FITTED],
+        episodes=2,
+        seed=0,
+        executor=LocalExecutor(1),
+        output_dir=tmp_path,
+        progress=False,
+    )
+    assert again.cells[0].train_env_steps == 200
+    assert files[0].stat().st_mtime_ns == stamp
+    assert files[0].parent.name == "seed-0" and files[0].parent.parent.name.startswith(
+        "fitted-test-"
+    )
+    assert files[0].parent.parent.parent.name == LINEAR.key()
+    first = files[0].read_bytes()
+    # a new seed trains again; the cells of seed 0 are found, its artefact is reused by train
+    compare(
+        [LINEAR],
+        [FITTED],
+        episodes=2,
+        seed=1,
+        executor=LocalExecutor(1),
+        output_dir=tmp_path,
+        progress=False,
+    )
+    assert len(sorted((tmp_path / "artifacts").rglob("fit.pt"))) == 2
+    files[0].write_bytes(first[:10])  # corrupt: rebuilt when needed
+    for cell in (tmp_path / "cells").glob("*.json"):
+        cell.unlink()
+    results = compare(
+        [LINEAR],
+        [FITTED],
+        episodes=2,
+        seed=0,
+        executor=LocalExecutor(1),
+        output_dir=tmp_path,
+        progress=False,
+    )
+    assert (
+        results.cells[0].train_env_steps == 200
+    )  # trained again, not loaded from the corrupt copy
+    assert torch.load(files[0], weights_only=True)["var"] > 0
