@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "BatchSizeError",
+    "CheckpointError",
     "DimensionError",
     "DivergenceError",
     "KalmanNetCtrlError",
@@ -64,3 +65,7 @@ class DivergenceError(KalmanNetCtrlError, RuntimeError):
 
 class MissingDependencyError(KalmanNetCtrlError, ImportError):
     """An optional dependency is not installed; the message holds the pip command."""
+
+
+class CheckpointError(KalmanNetCtrlError, ValueError):
+    """A checkpoint file is missing, truncated, foreign or does not fit the estimator."""

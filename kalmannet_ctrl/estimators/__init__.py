@@ -3,6 +3,7 @@
 from .base import Estimator, FilterResult, GaussianFilter, GaussianState
 from .extended import ExtendedKalmanFilter
 from .kalman import KalmanFilter, SteadyStateGain, steady_state_gain
+from .learned_noise import LearnedNoiseKalmanFilter
 from .unscented import UnscentedKalmanFilter
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "GaussianFilter",
     "GaussianState",
     "KalmanFilter",
+    "LearnedNoiseKalmanFilter",
     "SteadyStateGain",
     "UnscentedKalmanFilter",
     "steady_state_gain",

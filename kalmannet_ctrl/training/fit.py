@@ -1,0 +1,274 @@
+"""One training loop for every trainable estimator."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from .._validation import check_positive_int
+from ..errors import DimensionError, MissingDependencyError
+from ..models.base import Trajectory
+
+__all__ = ["FitResult", "estimation_loss", "fit"]
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("state", "measurement", "nll")
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` did.
+
+    Attributes
+    ----------
+    best_val_loss : float
+        The lowest validation loss seen (the weights left in the estimator are those).
+    best_step : int
+        The optimisation step at which it was reached (0: the initial weights).
+    steps : int
+        Optimisation steps run.
+    stopped_early : bool
+        Validation stopped improving for ``patience`` checks.
+    nonfinite_step : int or None
+        The step whose loss or gradient was not finite, after which training stopped and the best
+        weights were restored; None if it never happened.
+    history : list of dict
+        ``{"step", "train_loss", "val_loss"}`` at each validation.
+    wall_s : float
+        Training wall time in seconds.
+    """
+
+    best_val_loss: float
+    best_step: int
+    steps: int
+    stopped_early: bool
+    nonfinite_step: int | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def _as_data(data: Any, name: str, loss: str) -> Trajectory:
+    if isinstance(data, Trajectory):
+        x, y, u = data
+    elif isinstance(data, Mapping):
+        x, y, u = data.get("x"), data["y"], data.get("u")
+    else:
+        raise TypeError(f"{name}: expected a Trajectory (x, y, u), found {type(data).__name__}")
+    if y.dim() != 3:
+        raise DimensionError(f"{name}.y: expected shape (B, T, n_y), found {tuple(y.shape)}")
+    if loss == "state" and (x is None or x.shape[:2] != y.shape[:2]):
+        raise DimensionError(f"{name}.x: state labels (B, T, n_x) are needed for loss='state'")
+    return Trajectory(x, y, u)
+
+
+def _batch(data: Trajectory, idx: Tensor) -> Trajectory:
+    return Trajectory(
+        None if data.x is None else data.x[idx],
+        data.y[idx],
+        None if data.u is None or data.u.shape[-1] == 0 else data.u[idx],
+    )
+
+
+def estimation_loss(estimator: nn.Module, data: Trajectory, loss: str = "state") -> Tensor:
+    """The training objective on a batch.
+
+    ``"state"``: MSE between the estimates x̂_{t|t} and the labels x_t (the KalmanNet paper's
+    loss). ``"measurement"`` (no labels needed): MSE between y_t and the nominal model's
+    prediction h(f(x̂_{t-1|t-1}, u_{t-1})), t >= 1, skipping missing measurements.
+    ``"nll"``: the estimator's own ``nll(y, u)`` (e.g. the innovations' likelihood of a
+    :class:`~kalmannet_ctrl.estimators.LearnedNoiseKalmanFilter`).
+    """
+    if loss == "nll":
+        if not hasattr(estimator, "nll"):
+            raise TypeError(
+                f"loss: 'nll' needs an estimator with nll(), found {type(estimator).__name__}"
+            )
+        return estimator.nll(data.y, data.u)
+    res = estimator.filter(data.y, data.u)
+    mean = res.mean
+    if loss == "state":
+        x = data.x.to(mean.dtype)
+        return ((mean - x) ** 2).mean()
+    model = estimator.model
+    B, T = mean.shape[0], mean.shape[1]
+    if T < 2:
+        raise DimensionError("loss: 'measurement' needs sequences of at least 2 steps")
+    prev = mean[:, :-1].reshape(-1, model.n_x).to(model.dtype)
+    u_prev = None
+    if data.u is not None and model.n_u > 0:
+        u_prev = data.u[:, :-1].reshape(-1, model.n_u).to(model.dtype)
+    y_hat = model.h(model.f(prev, u_prev)).reshape(B, T - 1, model.n_y)
+    y = data.y[:, 1:].to(y_hat.dtype)
+    observed = ~torch.isnan(y).any(-1, keepdim=True)
+    err = torch.where(observed, y - y_hat, torch.zeros_like(y_hat))
+    return (err**2).sum() / (observed.sum() * model.n_y).clamp_min(1)
+
+
+def fit(
+    estimator: nn.Module,
+    train: Any,
+    val: Any = None,
+    *,
+    steps: int = 1000,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    grad_clip: float | None = 1.0,
+    loss: str = "state",
+    val_every: int = 50,
+    patience: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    log_dir: str | None = None,
+) -> FitResult:
+    """Train ``estimator`` on trajectories with Adam, keeping the best validation weights.
+
+    Parameters
+    ----------
+    estimator : nn.Module
+        Any trainable estimator with ``filter(y, u) -> FilterResult`` (and ``model`` for
+        ``loss="measurement"``, ``nll`` for ``loss="nll"``).
+    train, val : Trajectory
+        x (B, T, n_x) labels (needed for ``loss="state"``), y (B, T, n_y), u (B, T, n_u).
+        Without ``val`` the training set is also used for validation.
+    steps, batch_size, lr, weight_decay :
+        Optimisation: Adam with this learning rate and weight decay, minibatches drawn with a
+        generator seeded by ``seed``.
+    grad_clip : float or None
+        Clip the gradient's global norm (backprop through time can explode).
+    loss : {"state", "measurement", "nll"}
+        See :func:`estimation_loss`; ``"measurement"`` trains without state labels.
+    val_every : int
+        Validate every so many steps (and at the end); the best weights are kept.
+    patience : int, optional
+        Stop after this many validations without improvement.
+    seed : int
+        Seeds the minibatch order (the weights' initialisation is the caller's).
+    progress : bool
+        Show a progress bar.
+    log_dir : str, optional
+        Write TensorBoard scalars there (needs the ``tensorboard`` package).
+
+    Returns
+    -------
+    FitResult
+        The estimator is left with its best validation weights. A non-finite loss or gradient
+        stops training, restores the best weights and is reported (``nonfinite_step`` and a
+        warning) instead of leaving a NaN model.
+    """
+    if not isinstance(estimator, nn.Module):
+        raise TypeError(f"estimator: expected a torch.nn.Module, found {type(estimator).__name__}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss: expected one of {LOSSES}, found {loss!r}")
+    params = [p for p in estimator.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("estimator: has no trainable parameters")
+    steps = check_positive_int(steps, "steps")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    val_every = check_positive_int(val_every, "val_every")
+    if patience is not None:
+        patience = check_positive_int(patience, "patience")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr: expected a finite number > 0, found {lr}")
+    train = _as_data(train, "train", loss)
+    val = train if val is None else _as_data(val, "val", loss)
+    writer = _writer(log_dir)
+
+    gen = torch.Generator().manual_seed(int(seed))
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    n_train = train.y.shape[0]
+
+    def validate() -> float:
+        with torch.no_grad():
+            return float(estimation_loss(estimator, val, loss))
+
+    best = validate()
+    if not math.isfinite(best):
+        raise ValueError(f"val: the initial validation loss is not finite ({best})")
+    best_state = copy.deepcopy(estimator.state_dict())
+    best_step, history, since_best = 0, [], 0
+    nonfinite_step, stopped_early, step, running = None, False, 0, math.nan
+    start = time.perf_counter()
+    bar = tqdm(range(1, steps + 1), desc="fit", disable=not progress, leave=False)
+    for step in bar:
+        idx = torch.randint(n_train, (min(batch_size, n_train),), generator=gen)
+        opt.zero_grad(set_to_none=True)
+        value = estimation_loss(estimator, _batch(train, idx), loss)
+        if not torch.isfinite(value):
+            nonfinite_step = step
+            break
+        value.backward()
+        grads_ok = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
+        if not grads_ok:
+            nonfinite_step = step
+            break
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        v = float(value.detach())
+        running = v if math.isnan(running) else 0.9 * running + 0.1 * v
+        if step % val_every == 0 or step == steps:
+            current = validate()
+            history.append({"step": step, "train_loss": running, "val_loss": current})
+            if writer is not None:
+                writer.add_scalar("loss/train", running, step)
+                writer.add_scalar("loss/val", current, step)
+            bar.set_postfix(train=f"{running:.4g}", val=f"{current:.4g}")
+            if math.isfinite(current) and current < best:
+                best, best_state, best_step, since_best = (
+                    current,
+                    copy.deepcopy(estimator.state_dict()),
+                    step,
+                    0,
+                )
+            else:
+                since_best += 1
+                if not math.isfinite(current):
+                    nonfinite_step = step
+                    break
+                if patience is not None and since_best >= patience:
+                    stopped_early = True
+                    break
+    bar.close()
+    if writer is not None:
+        writer.close()
+    estimator.load_state_dict(best_state)
+    if nonfinite_step is not None:
+        warnings.warn(
+            f"fit: the loss became non-finite at step {nonfinite_step}; training stopped and the "
+            f"best weights (validation loss {best:.6g} at step {best_step}) were restored",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return FitResult(
+        best_val_loss=best,
+        best_step=best_step,
+        steps=step,
+        stopped_early=stopped_early,
+        nonfinite_step=nonfinite_step,
+        history=history,
+        wall_s=time.perf_counter() - start,
+    )
+
+
+def _writer(log_dir: str | None) -> Any:
+    if log_dir is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "log_dir: TensorBoard logging needs the tensorboard package: pip install tensorboard"
+        ) from exc
+    return SummaryWriter(log_dir)
