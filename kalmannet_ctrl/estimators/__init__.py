@@ -4,6 +4,7 @@ from .base import Estimator, FilterResult, GaussianFilter, GaussianState
 from .extended import ExtendedKalmanFilter
 from .kalman import KalmanFilter, SteadyStateGain, steady_state_gain
 from .learned_noise import LearnedNoiseKalmanFilter
+from .rnn import RNNEstimator, RNNState
 from .unscented import UnscentedKalmanFilter
 
 __all__ = [
@@ -14,6 +15,8 @@ __all__ = [
     "GaussianState",
     "KalmanFilter",
     "LearnedNoiseKalmanFilter",
+    "RNNEstimator",
+    "RNNState",
     "SteadyStateGain",
     "UnscentedKalmanFilter",
     "steady_state_gain",

@@ -240,3 +240,46 @@ def test_split() -> None:
     torch.testing.assert_close(together, data.y.sum(0))
     with pytest.raises(ValueError, match="fractions"):
         split(data, (0.5, 0.2))
+
+
+# -- the data-centric baseline -------------------------------------------------------------------
+def test_rnn_estimator_protocol_nan_rows_and_training(tmp_path: Path, data) -> None:
+    from kalmannet_ctrl.estimators import RNNEstimator
+
+    train, val = data
+    train32 = Trajectory(train.x.float(), train.y.float(), None)
+    val32 = Trajectory(val.x.float(), val.y.float(), None)
+    rnn = RNNEstimator(TRUE, hidden_size=16, generator=torch.Generator().manual_seed(0))
+    assert isinstance(rnn, Estimator)
+    rnn.set_normalization(train32)
+    y = val32.y[:4, :10].clone()
+    y[1, 3] = float("nan")  # a missing measurement
+    res = rnn.filter(y)
+    assert res.mean.shape == (4, 10, 2) and res.cov is None and torch.isfinite(res.mean).all()
+    state = rnn.init(4)
+    steps = []
+    for t in range(10):
+        x, state = rnn.step(state, y[:, t])
+        steps.append(x)
+    torch.testing.assert_close(torch.stack(steps, 1), res.mean, rtol=1e-5, atol=1e-6)
+    # gradients reach every parameter
+    res.mean.square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in rnn.parameters())
+    # training lowers the validation loss
+    with torch.no_grad():
+        before = float(estimation_loss(rnn, val32))
+    result = fit(
+        rnn, train32, val32, steps=150, batch_size=32, lr=1e-2, val_every=50, progress=False
+    )
+    assert result.best_val_loss < 0.5 * before
+    # reset restarts flagged rows
+    state = rnn.reset(state, [True, False, False, True])
+    assert torch.equal(state.hidden[:, 0], torch.zeros_like(state.hidden[:, 0]))
+    assert not torch.equal(state.hidden[:, 1], torch.zeros_like(state.hidden[:, 1]))
+    # checkpoint round trip, normalisation included
+    path = save_checkpoint(rnn, tmp_path / "rnn.pt")
+    loaded, _ = load_checkpoint(path, RNNEstimator, TRUE)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.filter(val32.y).mean, rnn.filter(val32.y).mean)
+    with pytest.raises(DimensionError, match=r"y: expected shape \(B, T, 2\)"):
+        rnn.filter(torch.zeros(3, 2))
