@@ -3,6 +3,7 @@
 from .base import Estimator, FilterResult, GaussianFilter, GaussianState
 from .extended import ExtendedKalmanFilter
 from .kalman import KalmanFilter, SteadyStateGain, steady_state_gain
+from .kalmannet import KalmanNet, KalmanNetState
 from .learned_noise import LearnedNoiseKalmanFilter
 from .rnn import RNNEstimator, RNNState
 from .unscented import UnscentedKalmanFilter
@@ -14,6 +15,8 @@ __all__ = [
     "GaussianFilter",
     "GaussianState",
     "KalmanFilter",
+    "KalmanNet",
+    "KalmanNetState",
     "LearnedNoiseKalmanFilter",
     "RNNEstimator",
     "RNNState",
