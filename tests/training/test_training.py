@@ -283,3 +283,27 @@ def test_rnn_estimator_protocol_nan_rows_and_training(tmp_path: Path, data) -> N
         torch.testing.assert_close(loaded.filter(val32.y).mean, rnn.filter(val32.y).mean)
     with pytest.raises(DimensionError, match=r"y: expected shape \(B, T, 2\)"):
         rnn.filter(torch.zeros(3, 2))
+
+
+def test_kalmannet_fit_and_checkpoint(tmp_path: Path) -> None:
+    """A short fit lowers KalmanNet's validation loss; the checkpoint round-trips exactly."""
+    from kalmannet_ctrl.estimators import KalmanNet
+    from kalmannet_ctrl.models import linear_canonical, rotate_dynamics
+
+    nominal = linear_canonical(2, q2=1.0, r2=1.0)
+    true = rotate_dynamics(nominal, 10.0)
+    g = torch.Generator().manual_seed(4)
+    train = Trajectory(*(t.float() for t in trajectories(true, 200, 20, generator=g)))
+    val = Trajectory(*(t.float() for t in trajectories(true, 50, 20, generator=g)))
+    knet = KalmanNet(nominal, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = float(estimation_loss(knet, val))
+    result = fit(knet, train, val, steps=80, batch_size=32, lr=5e-3, val_every=20, progress=False)
+    assert result.best_val_loss < 0.7 * before
+    path = save_checkpoint(knet, tmp_path / "knet.pt", trained_steps=result.steps)
+    loaded, meta = load_checkpoint(path, KalmanNet, nominal)
+    assert meta["trained_steps"] == 80
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded.filter(val.y).mean, knet.filter(val.y).mean, rtol=0, atol=0
+        )
