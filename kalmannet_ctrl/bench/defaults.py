@@ -23,7 +23,15 @@ DEFAULT_SCENARIOS: dict[str, dict] = {
 }
 
 #: The methods of the default comparison (each learned method joins when it lands).
-DEFAULT_METHODS: tuple[str, ...] = ("lqg-oracle", "lqg-nominal", "ekf-oracle", "ekf-nominal")
+DEFAULT_METHODS: tuple[str, ...] = (
+    "lqg-oracle",
+    "lqg-nominal",
+    "ekf-oracle",
+    "ekf-nominal",
+    "learned-noise",
+    "kalmannet",
+    "rnn",
+)
 
 
 def default_scenarios(names: list[str] | None = None) -> list[Scenario]:

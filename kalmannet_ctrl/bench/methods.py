@@ -9,6 +9,7 @@ estimation error. Trainable methods keep their artefacts in ``ctx.cache``.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,13 @@ import torch
 from torch import Tensor
 
 from ..controllers import LQG
-from ..estimators import ExtendedKalmanFilter, GaussianState
-from ..models import LinearGaussianModel, SystemModel, linearize
+from ..estimators import (
+    ExtendedKalmanFilter,
+    KalmanNet,
+    LearnedNoiseKalmanFilter,
+    RNNEstimator,
+)
+from ..models import LinearGaussianModel, SystemModel, Trajectory, linearize
 from .cache import ArtifactCache, atomic_write_text, stable_hash
 from .scenario import Scenario
 
@@ -201,10 +207,10 @@ class EstimatorOnly:
     def predict(
         self,
         observation: Any,
-        state: GaussianState | None = None,
+        state: Any = None,
         episode_start: Any = None,
         deterministic: bool = True,
-    ) -> tuple[np.ndarray, GaussianState]:
+    ) -> tuple[np.ndarray, Any]:
         obs = np.asarray(observation, dtype=np.float64)
         single = obs.ndim == 1
         y = torch.as_tensor(obs.reshape(1, -1) if single else obs)
@@ -219,7 +225,7 @@ class EstimatorOnly:
         action = np.broadcast_to(self._action, (B, self._action.size)).copy()
         return (action[0] if single else action), state
 
-    def estimate(self, state: GaussianState) -> Tensor:
+    def estimate(self, state: Any) -> Tensor:
         return state.mean
 
 
@@ -236,6 +242,80 @@ def build_ekf_oracle(ctx: BuildContext) -> EstimatorOnly:
 def build_ekf_nominal(ctx: BuildContext) -> EstimatorOnly:
     """Zero input; an EKF on the nominal model estimates the state."""
     return _ekf_only(ctx, ctx.env.nominal_model)
+
+
+def _trained_estimator(ctx: BuildContext, cls: type, make: Callable[[], Any], float32: bool) -> Any:
+    """Train ``make()`` on zero-input rollouts of the scenario (or load it from the cache)."""
+    from ..training import env_rollouts, fit, load_checkpoint, save_checkpoint, split
+
+    cfg = dict(ctx.method.config) if ctx.method is not None else {}
+    episodes, T = int(cfg.get("episodes", 100)), int(cfg.get("T", 100))
+
+    def build() -> Any:
+        start = time.perf_counter()
+        data = env_rollouts(
+            ctx.scenario.env_id,
+            episodes,
+            policy="zero",
+            steps=T,
+            seed=ctx.seed,
+            env_kwargs=ctx.scenario.make_kwargs(),
+        )
+        if float32:
+            data = Trajectory(*(t.float() for t in data))
+        train, val = split(data, (0.8, 0.2), seed=ctx.seed)
+        est = make()
+        if hasattr(est, "set_normalization"):
+            est.set_normalization(train)
+        fit(
+            est,
+            train,
+            val,
+            steps=int(cfg.get("fit_steps", 200)),
+            batch_size=int(cfg.get("batch_size", 32)),
+            lr=float(cfg.get("lr", 1e-3)),
+            seed=ctx.seed,
+            progress=False,
+        )
+        ctx.train_info.update(env_steps=episodes * T, train_s=time.perf_counter() - start)
+        return est
+
+    def save(est: Any, folder: Path) -> None:
+        save_checkpoint(est, folder / "estimator.pt")
+
+    def load(folder: Path) -> Any:
+        return load_checkpoint(folder / "estimator.pt", cls, ctx.env.nominal_model)[0]
+
+    est = ctx.cached(build, save, load)
+    est.eval()
+    return est
+
+
+def build_learned_noise(ctx: BuildContext) -> EstimatorOnly:
+    """Zero input; a KF/EKF on the nominal model with covariances learned from rollouts."""
+    model = ctx.env.nominal_model
+    est = _trained_estimator(
+        ctx, LearnedNoiseKalmanFilter, lambda: LearnedNoiseKalmanFilter(model), float32=False
+    )
+    return EstimatorOnly(est, ctx.env.action_space.low, ctx.env.action_space.high)
+
+
+def build_kalmannet(ctx: BuildContext) -> EstimatorOnly:
+    """Zero input; KalmanNet on the nominal model, trained on rollouts with state labels."""
+    model = ctx.env.nominal_model
+    gen = torch.Generator().manual_seed(ctx.seed)
+    est = _trained_estimator(ctx, KalmanNet, lambda: KalmanNet(model, generator=gen), float32=True)
+    return EstimatorOnly(est, ctx.env.action_space.low, ctx.env.action_space.high)
+
+
+def build_rnn(ctx: BuildContext) -> EstimatorOnly:
+    """Zero input; a GRU from measurements to states, trained on rollouts."""
+    model = ctx.env.nominal_model
+    gen = torch.Generator().manual_seed(ctx.seed)
+    est = _trained_estimator(
+        ctx, RNNEstimator, lambda: RNNEstimator(model, generator=gen), float32=True
+    )
+    return EstimatorOnly(est, ctx.env.action_space.low, ctx.env.action_space.high)
 
 
 for _method in (
@@ -264,6 +344,27 @@ for _method in (
         build_ekf_nominal,
         "zero input, EKF on the nominal model (estimation only)",
         estimation_only,
+    ),
+    Method(
+        "learned-noise",
+        build_learned_noise,
+        "zero input, EKF on the nominal model with learned noise covariances (estimation only)",
+        estimation_only,
+        config={"episodes": 100, "T": 100, "fit_steps": 150, "lr": 0.02},
+    ),
+    Method(
+        "kalmannet",
+        build_kalmannet,
+        "zero input, KalmanNet on the nominal model (estimation only)",
+        estimation_only,
+        config={"episodes": 100, "T": 100, "fit_steps": 300, "lr": 1e-3},
+    ),
+    Method(
+        "rnn",
+        build_rnn,
+        "zero input, GRU from measurements to states (estimation only)",
+        estimation_only,
+        config={"episodes": 100, "T": 100, "fit_steps": 300, "lr": 1e-2},
     ),
 ):
     register_method(_method)

@@ -94,6 +94,10 @@ class Scenario:
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    def make_kwargs(self) -> dict[str, Any]:
+        """The env's constructor arguments (``env_kwargs`` plus ``mismatch`` when given)."""
+        return self._kwargs()
+
     def _kwargs(self) -> dict[str, Any]:
         kwargs = dict(self.env_kwargs)
         if self.mismatch is not None:

@@ -62,7 +62,8 @@ def env_rollouts(
     Parameters
     ----------
     policy : optional
-        A Controller (``predict``) fed the measurements; None for uniformly random actions.
+        A Controller (``predict``) fed the measurements; ``"zero"`` for zero input (clipped into
+        the bounds: the estimation-only use); None for uniformly random actions.
     action_noise : float
         Std of Gaussian excitation added to the policy's actions (clipped to the bounds).
 
@@ -87,6 +88,10 @@ def env_rollouts(
     for _ in range(T):
         if policy is None:
             action = rng.uniform(space.low, space.high, size=(episodes, *space.shape))
+        elif isinstance(policy, str):
+            if policy != "zero":
+                raise ValueError(f"policy: expected a controller, 'zero' or None, found {policy!r}")
+            action = np.zeros((episodes, *space.shape))
         else:
             action, state = policy.predict(obs, state, start)
         action = np.asarray(action, dtype=np.float64).reshape(episodes, -1)

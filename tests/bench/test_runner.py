@@ -380,3 +380,30 @@ def test_trained_artefacts_are_cached_per_scenario_method_config_and_seed(tmp_pa
         results.cells[0].train_env_steps == 200
     )  # trained again, not loaded from the corrupt copy
     assert torch.load(files[0], weights_only=True)["var"] > 0
+
+
+@pytest.mark.slow
+def test_learned_estimators_train_cache_and_beat_the_nominal_filter(tmp_path: Path) -> None:
+    """The learned methods train on zero-input rollouts (small budgets here) and beat the
+    nominal EKF's MSE on Lorenz by a wide margin; a second run loads them from the cache."""
+    import dataclasses
+
+    lorenz = Scenario("kalmannet_ctrl/Lorenz-v0", max_steps=100, name="lorenz")
+    small = {"episodes": 40, "fit_steps": 30}
+    methods = [get_method("ekf-nominal")] + [
+        dataclasses.replace(get_method(n), config={**get_method(n).config, **small})
+        for n in ("learned-noise", "kalmannet")
+    ]
+    run = dict(episodes=20, executor=LocalExecutor(1), progress=False, output_dir=tmp_path)
+    results = compare([lorenz], methods, **run)
+    nominal = results.get("lorenz", "ekf-nominal").mse_db
+    for name in ("learned-noise", "kalmannet"):
+        cell = results.get("lorenz", name)
+        assert cell.mse_db < nominal - 3.0, (name, cell.mse_db, nominal)
+        assert cell.train_env_steps == 40 * 100
+    for cell in (tmp_path / "cells").glob("*.json"):
+        cell.unlink()
+    again = compare([lorenz], methods, **run)
+    for name in ("learned-noise", "kalmannet"):
+        assert again.get("lorenz", name).mse_db == results.get("lorenz", name).mse_db
+        assert again.get("lorenz", name).build_s < results.get("lorenz", name).build_s
