@@ -129,6 +129,7 @@ def fit(
     val_every: int = 50,
     patience: int | None = None,
     seed: int = 0,
+    tbptt: int | None = None,
     progress: bool = True,
     log_dir: str | None = None,
 ) -> FitResult:
@@ -155,6 +156,11 @@ def fit(
         Stop after this many validations without improvement.
     seed : int
         Seeds the minibatch order (the weights' initialisation is the caller's).
+    tbptt : int, optional
+        Truncated backpropagation through time: each minibatch is run with ``step`` in chunks
+        of this many time steps, with an optimiser update after each chunk and the recurrent
+        state detached between chunks (``loss="state"`` only). Default: full backpropagation
+        through whole sequences.
     progress : bool
         Show a progress bar.
     log_dir : str, optional
@@ -181,6 +187,10 @@ def fit(
         patience = check_positive_int(patience, "patience")
     if not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr: expected a finite number > 0, found {lr}")
+    if tbptt is not None:
+        tbptt = check_positive_int(tbptt, "tbptt")
+        if loss != "state":
+            raise ValueError(f"tbptt: truncated backpropagation needs loss='state', found {loss!r}")
     train = _as_data(train, "train", loss)
     val = train if val is None else _as_data(val, "val", loss)
     writer = _writer(log_dir)
@@ -203,20 +213,18 @@ def fit(
     bar = tqdm(range(1, steps + 1), desc="fit", disable=not progress, leave=False)
     for step in bar:
         idx = torch.randint(n_train, (min(batch_size, n_train),), generator=gen)
-        opt.zero_grad(set_to_none=True)
-        value = estimation_loss(estimator, _batch(train, idx), loss)
-        if not torch.isfinite(value):
+        batch = _batch(train, idx)
+        if tbptt is None:
+            opt.zero_grad(set_to_none=True)
+            value = estimation_loss(estimator, batch, loss)
+            ok = bool(torch.isfinite(value)) and _update(value, opt, params, grad_clip)
+            v = float(value.detach()) if ok else math.nan
+        else:
+            v = _tbptt_update(estimator, batch, tbptt, opt, params, grad_clip)
+            ok = math.isfinite(v)
+        if not ok:
             nonfinite_step = step
             break
-        value.backward()
-        grads_ok = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
-        if not grads_ok:
-            nonfinite_step = step
-            break
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(params, grad_clip)
-        opt.step()
-        v = float(value.detach())
         running = v if math.isnan(running) else 0.9 * running + 0.1 * v
         if step % val_every == 0 or step == steps:
             current = validate()
@@ -260,6 +268,58 @@ def fit(
         history=history,
         wall_s=time.perf_counter() - start,
     )
+
+
+def _update(
+    value: Tensor, opt: torch.optim.Optimizer, params: list, grad_clip: float | None
+) -> bool:
+    """Backward and one optimiser step; False (no step) when a gradient is not finite."""
+    value.backward()
+    if not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params):
+        return False
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    return True
+
+
+def _detach(obj: Any) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.detach()
+    if isinstance(obj, tuple):
+        items = [_detach(o) for o in obj]
+        return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
+    return obj
+
+
+def _tbptt_update(
+    estimator: nn.Module,
+    batch: Trajectory,
+    k: int,
+    opt: torch.optim.Optimizer,
+    params: list,
+    grad_clip: float | None,
+) -> float:
+    """One pass over a minibatch in chunks of ``k`` steps; the mean loss (NaN if not finite)."""
+    B, T = batch.y.shape[0], batch.y.shape[1]
+    state = estimator.init(B)
+    total, count = 0.0, 0
+    for start in range(0, T, k):
+        opt.zero_grad(set_to_none=True)
+        means = []
+        for t in range(start, min(start + k, T)):
+            u_prev = None if batch.u is None or t == 0 else batch.u[:, t - 1]
+            x_hat, state = estimator.step(state, batch.y[:, t], u_prev)
+            means.append(x_hat)
+        chunk = torch.stack(means, 1)
+        target = batch.x[:, start : start + len(means)].to(chunk.dtype)
+        value = ((chunk - target) ** 2).mean()
+        if not bool(torch.isfinite(value)) or not _update(value, opt, params, grad_clip):
+            return math.nan
+        state = _detach(state)
+        total += float(value.detach()) * len(means)
+        count += len(means)
+    return total / count
 
 
 def _writer(log_dir: str | None) -> Any:

@@ -307,3 +307,41 @@ def test_kalmannet_fit_and_checkpoint(tmp_path: Path) -> None:
         torch.testing.assert_close(
             loaded.filter(val.y).mean, knet.filter(val.y).mean, rtol=0, atol=0
         )
+
+
+def test_truncated_bptt(data) -> None:
+    """One chunk as long as the sequence is full backpropagation; short chunks still learn."""
+    from kalmannet_ctrl.estimators import RNNEstimator
+
+    train, val = data
+    train32 = Trajectory(train.x.float(), train.y.float(), None)
+    val32 = Trajectory(val.x.float(), val.y.float(), None)
+
+    def trained(**kwargs):
+        rnn = RNNEstimator(TRUE, hidden_size=8, generator=torch.Generator().manual_seed(1))
+        rnn.set_normalization(train32)
+        result = fit(
+            rnn,
+            train32,
+            val32,
+            steps=15,
+            batch_size=16,
+            lr=1e-2,
+            val_every=5,
+            progress=False,
+            **kwargs,
+        )
+        return rnn, result
+
+    full, _ = trained()
+    whole, _ = trained(tbptt=50)  # T = 50: a single chunk
+    for a, b in zip(full.parameters(), whole.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    untrained = RNNEstimator(TRUE, hidden_size=8, generator=torch.Generator().manual_seed(1))
+    untrained.set_normalization(train32)
+    with torch.no_grad():
+        before = float(estimation_loss(untrained, val32))
+    short, result = trained(tbptt=10)  # 5 updates per minibatch
+    assert result.best_val_loss < 0.8 * before
+    with pytest.raises(ValueError, match="tbptt: truncated backpropagation needs loss='state'"):
+        fit(short, train32, steps=1, tbptt=5, loss="measurement", progress=False)
