@@ -96,9 +96,6 @@ class Scenario:
 
     def make_kwargs(self) -> dict[str, Any]:
         """The env's constructor arguments (``env_kwargs`` plus ``mismatch`` when given)."""
-        return self._kwargs()
-
-    def _kwargs(self) -> dict[str, Any]:
         kwargs = dict(self.env_kwargs)
         if self.mismatch is not None:
             kwargs["mismatch"] = dict(self.mismatch)
@@ -106,7 +103,7 @@ class Scenario:
 
     def make(self) -> Any:
         """The single env (unwrapped: no time limit), holding the nominal and true models."""
-        env = gym.make(self.env_id, **self._kwargs()).unwrapped
+        env = gym.make(self.env_id, **self.make_kwargs()).unwrapped
         if not isinstance(env, _envs.PartiallyKnownEnv):
             raise TypeError(
                 f"env_id: {self.env_id!r} is not an environment with partially known dynamics "
@@ -117,7 +114,7 @@ class Scenario:
     def make_vec(self, num_envs: int) -> Any:
         """The native vector env with ``num_envs`` copies and this scenario's episode length."""
         return gym.make_vec(
-            self.env_id, num_envs=num_envs, max_episode_steps=self.steps, **self._kwargs()
+            self.env_id, num_envs=num_envs, max_episode_steps=self.steps, **self.make_kwargs()
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -217,20 +217,7 @@ class GaussianFilter(abc.ABC):
 
     def _check_sequences(self, y: Any, u: Any) -> tuple[Tensor, Tensor | None]:
         m = self.model
-        y = as_tensor(y, "y", dtype=m.dtype, device=m.device)
-        if y.dim() != 3 or y.shape[2] != m.n_y:
-            raise DimensionError(f"y: expected shape (B, T, {m.n_y}), found {tuple(y.shape)}")
-        B, T = y.shape[0], y.shape[1]
-        if T < 1 or B < 1:
-            raise DimensionError(
-                f"y: expected at least one trajectory and one step, found shape {tuple(y.shape)}"
-            )
-        _check_no_inf(y)
-        if u is not None:
-            u = as_tensor(u, "u", dtype=m.dtype, device=m.device)
-            check_shape(u, "u", (B, T, m.n_u))
-            check_finite(u, "u")
-        return y, u
+        return check_sequences(y, u, m, y_dtype=m.dtype, device=m.device)
 
     def _filter_loop(self, state: GaussianState, y: Tensor, u: Tensor | None) -> FilterResult:
         B, T = y.shape[0], y.shape[1]
@@ -298,6 +285,36 @@ class GaussianFilter(abc.ABC):
         mean = torch.where(missing[:, None], mean, new_mean)
         cov = torch.where(missing[:, None, None], cov.expand(B, n, n), new_cov.expand(B, n, n))
         return mean, cov
+
+
+def check_sequences(
+    y: Any,
+    u: Any,
+    model: SystemModel,
+    *,
+    y_dtype: torch.dtype,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Validate the arguments of an estimator's ``filter``.
+
+    ``y`` becomes a ``y_dtype`` tensor of shape (B, T, n_y) with B, T >= 1 and no inf (NaN
+    marks missing measurements); ``u``, when given, a finite tensor (B, T, n_u) in the model's
+    dtype.
+    """
+    y = as_tensor(y, "y", dtype=y_dtype, device=device)
+    if y.dim() != 3 or y.shape[2] != model.n_y:
+        raise DimensionError(f"y: expected shape (B, T, {model.n_y}), found {tuple(y.shape)}")
+    B, T = y.shape[0], y.shape[1]
+    if T < 1 or B < 1:
+        raise DimensionError(
+            f"y: expected at least one trajectory and one step, found shape {tuple(y.shape)}"
+        )
+    _check_no_inf(y)
+    if u is not None:
+        u = as_tensor(u, "u", dtype=model.dtype, device=model.device)
+        check_shape(u, "u", (B, T, model.n_u))
+        check_finite(u, "u")
+    return y, u
 
 
 def _check_no_inf(y: Tensor) -> None:

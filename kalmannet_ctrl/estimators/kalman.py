@@ -211,10 +211,8 @@ class KalmanFilter(GaussianFilter):
             for t in (m.A, m.B, m.C, m.process_cov, m.measurement_cov, m.x0_mean, m.x0_cov)
         )
 
-    def _stationary(self) -> _Stationary | None:
-        if self._grad_needed():
-            return None
-        cache = self._model_cache()
+    def _stationary_of(self, cache: _ModelCache) -> _Stationary | None:
+        """The converged filter's constants (None without a stabilizing DARE solution)."""
         if cache.stationary is None:
             try:
                 ss = self.steady
@@ -238,9 +236,10 @@ class KalmanFilter(GaussianFilter):
             return fast.cov
         return cov
 
-    def _schedule(self, t: int, fast: _Stationary | None) -> tuple[Tensor, Tensor] | None:
+    def _schedule(
+        self, t: int, fast: _Stationary | None, cache: _ModelCache
+    ) -> tuple[Tensor, Tensor] | None:
         """(K_t, P_{t|t}) of the recursion from the model's prior, computed once and kept."""
-        cache = self._model_cache()
         while len(cache.covs) <= t:
             k = len(cache.covs)
             if k >= _MAX_SCHEDULE:
@@ -253,13 +252,12 @@ class KalmanFilter(GaussianFilter):
             cache.index.setdefault(id(cov), k)
         return cache.gains[t], cache.covs[t]
 
-    def _schedule_position(self, state: GaussianState) -> int | None:
+    def _schedule_position(self, state: GaussianState, cache: _ModelCache) -> int | None:
         """The schedule step that follows ``state``, if its covariance is a scheduled one."""
         if state.fresh is not None:
             if state.cov is self.model.x0_cov and bool(state.fresh.all()):
                 return 0
             return None
-        cache = self._model_cache()
         t = cache.index.get(id(state.cov))
         if t is None or cache.covs[t] is not state.cov:
             return None
@@ -274,15 +272,17 @@ class KalmanFilter(GaussianFilter):
     ) -> tuple[Tensor, GaussianState]:
         if complete is None:
             complete = math.isfinite(float(y.detach().sum()))
-        if complete and not self._grad_needed():
-            fast = self._stationary()
+        # the model cache is looked up once per step (the key reads every tensor's version)
+        cache = None if self._grad_needed() else self._model_cache()
+        fast = None if cache is None else self._stationary_of(cache)
+        if complete and cache is not None:
             if fast is not None and state.cov is fast.cov and state.fresh is None:
                 mean = torch.addmm(y @ fast.gain_t, state.mean, fast.phi_t)
                 if u_prev is not None and self.model.n_u > 0:
                     mean = torch.addmm(mean, u_prev, fast.gamma_t)
                 return mean, GaussianState(mean, state.cov, None)
-            t = self._schedule_position(state)
-            entry = None if t is None else self._schedule(t, fast)
+            t = self._schedule_position(state, cache)
+            entry = None if t is None else self._schedule(t, fast, cache)
             if entry is not None:
                 K, cov = entry
                 m = self.model
@@ -290,7 +290,7 @@ class KalmanFilter(GaussianFilter):
                 mean = pred + (y - m.h(pred)) @ K.mT
                 return mean, GaussianState(mean, cov, None)
         mean, new = super()._step(state, y, u_prev, complete)
-        return mean, GaussianState(new.mean, self._snap(new.cov, self._stationary()), None)
+        return mean, GaussianState(new.mean, self._snap(new.cov, fast), None)
 
     def filter(
         self, y: Any, u: Any = None, *, x0_mean: Any = None, x0_cov: Any = None
@@ -351,12 +351,13 @@ class KalmanFilter(GaussianFilter):
         Returns the gains K_t for t < tc, the T covariances, and the stationary gain used from tc
         on (None when tc = T): tc is the step after the covariance reached the stationary one.
         """
-        fast = self._stationary()
-        scheduled = not self._grad_needed() and cov0 is self.model.x0_cov
+        cache = None if self._grad_needed() else self._model_cache()
+        fast = None if cache is None else self._stationary_of(cache)
+        scheduled = cache is not None and cov0 is self.model.x0_cov
         gains, covs = [], []
         cov = cov0
         for t in range(T):
-            entry = self._schedule(t, fast) if scheduled else None
+            entry = self._schedule(t, fast, cache) if scheduled else None
             if entry is not None:
                 K, cov = entry
             else:

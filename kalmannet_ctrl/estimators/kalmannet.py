@@ -35,7 +35,7 @@ from .._validation import (
 )
 from ..errors import DimensionError, ParameterError
 from ..models.base import SystemModel
-from .base import FilterResult, _check_no_inf
+from .base import FilterResult, _check_no_inf, check_sequences
 
 __all__ = ["KalmanNet", "KalmanNetState"]
 
@@ -532,20 +532,8 @@ class KalmanNet(nn.Module):
         ------
         y (B, T, n_y), u (B, T, n_u) -> mean (B, T, n_x)
         """
-        y = as_tensor(y, "y", dtype=self.dtype, device=self.device)
-        if y.dim() != 3 or y.shape[2] != self.n_y:
-            raise DimensionError(f"y: expected shape (B, T, {self.n_y}), found {tuple(y.shape)}")
+        y, u = check_sequences(y, u, self.model, y_dtype=self.dtype, device=self.device)
         B, T = y.shape[0], y.shape[1]
-        if T < 1 or B < 1:
-            raise DimensionError(
-                f"y: expected at least one trajectory and one step, found shape {tuple(y.shape)}"
-            )
-        _check_no_inf(y)
-        if u is not None:
-            m = self.model
-            u = as_tensor(u, "u", dtype=m.dtype, device=m.device)
-            check_shape(u, "u", (B, T, self.n_u))
-            check_finite(u, "u")
         state = self.init(B, x0_mean=x0_mean, x0_cov=x0_cov)
         means = []
         for t in range(T):
