@@ -57,6 +57,9 @@ class Setting:
     test_T: int
     paper: dict[str, float]
     lr: float = 1e-3
+    #: Training sequences per ``--train`` sequence (short sequences get more, see "linear-long").
+    data_factor: int = 1
+    batch_size: int = 32
 
 
 def settings() -> dict[str, Setting]:
@@ -77,6 +80,9 @@ def settings() -> dict[str, Setting]:
             20,
             200,
             {"KF (true, oracle)": -21.91, "KalmanNet": -21.90},
+            # as many training time steps as the T = 100 setting (5 x 1000 sequences of 20)
+            data_factor=5,
+            batch_size=64,
         ),
         "rotated": Setting("rotated", rot_nominal, rotate_dynamics(rot_nominal, 10.0), 20, 20, {}),
         "synthetic": Setting(
@@ -115,6 +121,7 @@ def run_setting(
     from kalmannet_ctrl.estimators import KalmanNet
 
     g = torch.Generator().manual_seed(seed)
+    n_train *= s.data_factor
     train = trajectories(s.true, n_train, s.train_T, generator=g)
     val = trajectories(s.true, max(n_train // 10, 10), s.train_T, generator=g)
     test = trajectories(s.true, 200, s.test_T, generator=g)
@@ -154,7 +161,7 @@ def run_setting(
             tr,
             va,
             steps=steps,
-            batch_size=32,
+            batch_size=s.batch_size,
             lr=lr,
             weight_decay=1e-4 if name == "KalmanNet" else 0.0,
             val_every=max(steps // 20, 1),
@@ -173,7 +180,12 @@ def main() -> None:
     parser.add_argument(
         "--steps", type=int, default=1500, help="optimisation steps per learned estimator"
     )
-    parser.add_argument("--train", type=int, default=1000, help="training trajectories")
+    parser.add_argument(
+        "--train",
+        type=int,
+        default=1000,
+        help="training trajectories (times the setting's data factor: 5 for linear-long)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
