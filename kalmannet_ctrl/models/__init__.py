@@ -20,11 +20,13 @@ from .mismatch import (
     scale_parameters,
     set_parameters,
 )
+from .residual import ResidualModel
 
 __all__ = [
     "LinearGaussianModel",
     "NonlinearModel",
     "QuadraticCost",
+    "ResidualModel",
     "SystemModel",
     "Trajectory",
     "cartpole",

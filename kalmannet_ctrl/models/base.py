@@ -190,6 +190,15 @@ class SystemModel(abc.ABC):
         J = torch.func.jacrev(lambda v: self.f(x, v).sum(0))(u)  # (n_x, B, n_u)
         return J.movedim(1, 0)
 
+    def f_and_jacobians(self, x: Tensor, u: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """f(x, u), df/dx and df/du (models with a faster joint computation override it).
+
+        Shapes
+        ------
+        x : (B, n_x), u : (B, n_u) or None -> ((B, n_x), (B, n_x, n_x), (B, n_x, n_u))
+        """
+        return self.f(x, u), self.f_jacobian(x, u), self.input_jacobian(x, u)
+
     def jacobians(self, x: Tensor, u: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(df/dx at (x, u), dh/dx at x).
 
@@ -399,6 +408,11 @@ class NonlinearModel(SystemModel):
     n_u : int, default 0
     f_jacobian, h_jacobian : callable, optional
         Exact Jacobians ``f_jacobian(x, u) -> (B, n_x, n_x)``, ``h_jacobian(x) -> (B, n_y, n_x)``.
+    input_jacobian : callable, optional
+        Exact ``input_jacobian(x, u) -> (B, n_x, n_u)``, df/du.
+    f_and_jacobians : callable, optional
+        ``f_and_jacobians(x, u) -> (f (B, n_x), df/dx (B, n_x, n_x), df/du (B, n_x, n_u))`` in
+        one pass (see :meth:`f_and_jacobians`); must agree with ``f`` and the Jacobians.
     **kwargs
         Noise covariances, initial distribution and the rest, as in :class:`SystemModel`.
     """
@@ -413,6 +427,8 @@ class NonlinearModel(SystemModel):
         n_u: int = 0,
         f_jacobian: Callable[[Tensor, Tensor], Tensor] | None = None,
         h_jacobian: Callable[[Tensor], Tensor] | None = None,
+        input_jacobian: Callable[[Tensor, Tensor], Tensor] | None = None,
+        f_and_jacobians: Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]] | None = None,
         **kwargs: Any,
     ) -> None:
         for name, fn in (
@@ -420,6 +436,8 @@ class NonlinearModel(SystemModel):
             ("h", h),
             ("f_jacobian", f_jacobian),
             ("h_jacobian", h_jacobian),
+            ("input_jacobian", input_jacobian),
+            ("f_and_jacobians", f_and_jacobians),
         ):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name}: expected a callable, found {type(fn).__name__}")
@@ -428,6 +446,8 @@ class NonlinearModel(SystemModel):
         self._h = h
         self._f_jac = f_jacobian
         self._h_jac = h_jacobian
+        self._u_jac = input_jacobian
+        self._f_and_jacs = f_and_jacobians
 
     def f(self, x: Tensor, u: Tensor | None = None) -> Tensor:
         return self._f(x, self._input(u, x))
@@ -445,6 +465,23 @@ class NonlinearModel(SystemModel):
             return self._h_jac(x)
         return super().h_jacobian(x)
 
+    def input_jacobian(self, x: Tensor, u: Tensor | None = None) -> Tensor:
+        if self._u_jac is not None:
+            return self._u_jac(x, self._input(u, x))
+        return super().input_jacobian(x, u)
+
+    def f_and_jacobians(self, x: Tensor, u: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """f(x, u), df/dx and df/du, in one pass when the model was given ``f_and_jacobians``.
+
+        Shapes
+        ------
+        x : (B, n_x), u : (B, n_u) or None -> ((B, n_x), (B, n_x, n_x), (B, n_x, n_u))
+        """
+        u = self._input(u, x)
+        if self._f_and_jacs is not None:
+            return self._f_and_jacs(x, u)
+        return self.f(x, u), self.f_jacobian(x, u), self.input_jacobian(x, u)
+
     def _constructor_args(self) -> dict[str, Any]:
         return {
             "f": self._f,
@@ -454,5 +491,7 @@ class NonlinearModel(SystemModel):
             "n_u": self.n_u,
             "f_jacobian": self._f_jac,
             "h_jacobian": self._h_jac,
+            "input_jacobian": self._u_jac,
+            "f_and_jacobians": self._f_and_jacs,
             **super()._constructor_args(),
         }

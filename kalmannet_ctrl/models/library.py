@@ -7,7 +7,9 @@ system with one parameter changed. The factory is the library function with the 
 and ``device`` bound (a :func:`functools.partial`; ``model.factory.func`` is the function).
 
 All dynamics are written with batched torch operations (batch first) and are differentiable, so
-the autograd Jacobians of :class:`SystemModel` work through them.
+the autograd Jacobians of :class:`SystemModel` work through them. The pendulum and the cart-pole
+also have exact closed-form Jacobians of their RK4 step (df/dx, df/du and both with f in one pass,
+:meth:`NonlinearModel.f_and_jacobians`), for controllers that linearize at every step.
 
 - :func:`linear_canonical` (n_x = n_y = n, n_u = 0): the KalmanNet paper's linear model;
 - :func:`synthetic_nonlinear` (n_x = n_y = n, n_u = 0): its synthetic nonlinear model;
@@ -493,7 +495,10 @@ def pendulum(
     Returns
     -------
     NonlinearModel
-        n_x = 2, n_u = 1, n_y = 1; Jacobians by automatic differentiation.
+        n_x = 2, n_u = 1, n_y = 1. Exact Jacobians of the RK4 step: the stage sensitivities are
+        propagated through the integrator with the hand-written partials
+        ∂θ̈/∂θ = g cos θ / l, ∂θ̈/∂θ̇ = −b / (m l²), ∂θ̈/∂τ = 1 / (m l²) (see
+        :func:`_rk4_step_and_jacobians`); dh/dx = [1, 0].
 
     Shapes
     ------
@@ -514,11 +519,38 @@ def pendulum(
         acc = (m * g * l * torch.sin(theta) - b * omega + u[..., 0]) / inertia
         return torch.stack([omega, acc], dim=-1)
 
+    def partials(x: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # (dynamics(x, u), ∂φ/∂x (.., 2, 2), ∂φ/∂u (.., 2, 1)); φ by the same operations
+        theta, omega = x.unbind(-1)
+        acc = (m * g * l * torch.sin(theta) - b * omega + u[..., 0]) / inertia
+        zero = torch.zeros_like(acc)
+        one = torch.ones_like(acc)
+        d_acc_d_theta = (m * g * l / inertia) * torch.cos(theta)
+        dphi_dx = torch.stack([zero, one, d_acc_d_theta, one * (-b / inertia)], -1)
+        dphi_du = torch.stack([zero, one * (1.0 / inertia)], -1)
+        return (
+            torch.stack([omega, acc], dim=-1),
+            dphi_dx.unflatten(-1, (2, 2)),
+            dphi_du.unsqueeze(-1),
+        )
+
     def f(x: Tensor, u: Tensor) -> Tensor:
         return _rk4_step(dynamics, x, u, dt)
 
+    def f_and_jacobians(x: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return _rk4_step_and_jacobians(partials, x, u, dt)
+
+    def f_jac(x: Tensor, u: Tensor) -> Tensor:
+        return _rk4_state_jacobian(_rk4_stages(partials, x, u, dt)[1], x, dt)
+
+    def u_jac(x: Tensor, u: Tensor) -> Tensor:
+        return _rk4_input_jacobian(_rk4_stages(partials, x, u, dt)[1], dt)
+
     def h(x: Tensor) -> Tensor:
         return x[..., :1]
+
+    def h_jac(x: Tensor) -> Tensor:
+        return _selector((0,), 2, x)
 
     params = {
         "mass": m,
@@ -537,6 +569,10 @@ def pendulum(
         n_x=2,
         n_y=1,
         n_u=1,
+        f_jacobian=f_jac,
+        h_jacobian=h_jac,
+        input_jacobian=u_jac,
+        f_and_jacobians=f_and_jacobians,
         process_cov=np.diag([0.0, process_std**2]),
         measurement_cov=[[measurement_std**2]],
         x0_mean=x0_mean,
@@ -584,8 +620,8 @@ def cartpole(
     unwrapped.
 
     Process noise is a random force: w = b_d · ε with ε ~ N(0, force_std²) and b_d = ∂f/∂F at the
-    upright equilibrium (x = 0, F = 0), the discrete input direction (computed by automatic
-    differentiation of the RK4 step when the model is built). So process_cov =
+    upright equilibrium (x = 0, F = 0), the discrete input direction (the exact input Jacobian of
+    the RK4 step, computed when the model is built). So process_cov =
     force_std² · b_d b_dᵀ: rank one, positive semi-definite, and exactly the effect of a force
     disturbance held over one step for the linearized system. measurement_cov =
     diag(position_std², angle_std²).
@@ -616,7 +652,9 @@ def cartpole(
     Returns
     -------
     NonlinearModel
-        n_x = 4, n_u = 1, n_y = 2; Jacobians by automatic differentiation.
+        n_x = 4, n_u = 1, n_y = 2. Exact Jacobians of the RK4 step, from the hand-written
+        partials of (ẍ, θ̈) in (ẋ, θ, θ̇, F) propagated through the integrator stages (see
+        :func:`_rk4_step_and_jacobians`); dh/dx selects (x, θ).
 
     Shapes
     ------
@@ -643,15 +681,70 @@ def cartpole(
         x_acc = temp - m_p * l * theta_acc * c / M
         return torch.stack([vel, x_acc, omega, theta_acc], dim=-1)
 
+    def partials(x: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # (dynamics(x, u), ∂φ/∂x (.., 4, 4), ∂φ/∂u (.., 4, 1)); φ by the same operations
+        _, vel, theta, omega = x.unbind(-1)
+        force = u[..., 0] - mu * vel
+        s, c = torch.sin(theta), torch.cos(theta)
+        temp = (force + m_p * l * omega**2 * s) / M
+        den = l * (4.0 / 3.0 - m_p * c**2 / M)
+        theta_acc = (g * s - c * temp) / den
+        x_acc = temp - m_p * l * theta_acc * c / M
+        # temp: ∂/∂ẋ = −μ/M, ∂/∂F = 1/M
+        d_temp_d_theta = (m_p * l / M) * omega**2 * c
+        d_temp_d_omega = (2.0 * m_p * l / M) * omega * s
+        # θ̈ = (g s − c temp) / den with ∂den/∂θ = 2 l m_p c s / M
+        d_den_d_theta = (2.0 * l * m_p / M) * c * s
+        c_den = c / den
+        d_tacc_d_theta = (g * c + s * temp - c * d_temp_d_theta - theta_acc * d_den_d_theta) / den
+        d_tacc_d_vel = (mu / M) * c_den
+        d_tacc_d_omega = -c_den * d_temp_d_omega
+        d_tacc_d_force = (-1.0 / M) * c_den
+        # ẍ = temp − (m_p l / M) θ̈ c
+        k = m_p * l / M
+        d_xacc_d_theta = d_temp_d_theta - k * (d_tacc_d_theta * c - theta_acc * s)
+        d_xacc_d_vel = -mu / M - k * c * d_tacc_d_vel
+        d_xacc_d_omega = d_temp_d_omega - k * c * d_tacc_d_omega
+        d_xacc_d_force = 1.0 / M - k * c * d_tacc_d_force
+        zero = torch.zeros_like(theta)
+        one = torch.ones_like(theta)
+        dphi_dx = torch.stack(
+            [
+                *(zero, one, zero, zero),
+                *(zero, d_xacc_d_vel, d_xacc_d_theta, d_xacc_d_omega),
+                *(zero, zero, zero, one),
+                *(zero, d_tacc_d_vel, d_tacc_d_theta, d_tacc_d_omega),
+            ],
+            -1,
+        )
+        dphi_du = torch.stack([zero, d_xacc_d_force, zero, d_tacc_d_force], -1)
+        return (
+            torch.stack([vel, x_acc, omega, theta_acc], dim=-1),
+            dphi_dx.unflatten(-1, (4, 4)),
+            dphi_du.unsqueeze(-1),
+        )
+
     def f(x: Tensor, u: Tensor) -> Tensor:
         return _rk4_step(dynamics, x, u, dt)
+
+    def f_and_jacobians(x: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return _rk4_step_and_jacobians(partials, x, u, dt)
+
+    def f_jac(x: Tensor, u: Tensor) -> Tensor:
+        return _rk4_state_jacobian(_rk4_stages(partials, x, u, dt)[1], x, dt)
+
+    def u_jac(x: Tensor, u: Tensor) -> Tensor:
+        return _rk4_input_jacobian(_rk4_stages(partials, x, u, dt)[1], dt)
 
     def h(x: Tensor) -> Tensor:
         return torch.stack([x[..., 0], x[..., 2]], dim=-1)
 
+    def h_jac(x: Tensor) -> Tensor:
+        return _selector((0, 2), 4, x)
+
     x_eq = torch.zeros(1, 4, dtype=dtype, device=device)
     u_eq = torch.zeros(1, 1, dtype=dtype, device=device)
-    b_d = torch.func.jacrev(lambda v: f(x_eq, v).sum(0))(u_eq).reshape(4, 1).detach()
+    b_d = u_jac(x_eq, u_eq).reshape(4, 1)
     process_cov = force_std**2 * (b_d @ b_d.mT)
 
     params = {
@@ -673,6 +766,10 @@ def cartpole(
         n_x=4,
         n_y=2,
         n_u=1,
+        f_jacobian=f_jac,
+        h_jacobian=h_jac,
+        input_jacobian=u_jac,
+        f_and_jacobians=f_and_jacobians,
         process_cov=process_cov,
         measurement_cov=np.diag([position_std**2, angle_std**2]),
         x0_mean=x0_mean,
@@ -726,6 +823,76 @@ def _rk4_step(
     k3 = dynamics(x + (0.5 * dt) * k2, u)
     k4 = dynamics(x + dt * k3, u)
     return x + (dt / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+
+
+Partials = Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
+
+
+def _rk4_step_and_jacobians(
+    partials: Partials, x: Tensor, u: Tensor, dt: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One RK4 step (as :func:`_rk4_step`) and its exact Jacobians in x and u.
+
+    ``partials(x, u)`` returns φ(x, u) (computed exactly as ``dynamics``, so the step is
+    bit-for-bit that of :func:`_rk4_step`), ∂φ/∂x and ∂φ/∂u, written by hand. With the stage
+    points x_1 = x, x_2 = x + Δt/2 k_1, x_3 = x + Δt/2 k_2, x_4 = x + Δt k_3 and k_i = φ(x_i, u),
+    the sensitivities follow the stages (forward-mode differentiation of the integrator)::
+
+        dk_i/dx = ∂φ/∂x(x_i, u) · dx_i/dx
+        dk_i/du = ∂φ/∂x(x_i, u) · dx_i/du + ∂φ/∂u(x_i, u)
+        df/dx   = I + Δt/6 (dk_1/dx + 2 dk_2/dx + 2 dk_3/dx + dk_4/dx), likewise df/du
+
+    so the result equals automatic differentiation of the step up to rounding, and stays
+    differentiable (in x and u) when gradients are on.
+
+    Shapes
+    ------
+    x : (B, n_x), u : (B, n_u) -> (f (B, n_x), df/dx (B, n_x, n_x), df/du (B, n_x, n_u))
+    """
+    x_next, stages = _rk4_stages(partials, x, u, dt)
+    return x_next, _rk4_state_jacobian(stages, x, dt), _rk4_input_jacobian(stages, dt)
+
+
+def _rk4_stages(
+    partials: Partials, x: Tensor, u: Tensor, dt: float
+) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+    """The RK4 step and (∂φ/∂x, ∂φ/∂u) at its four stage points (see above)."""
+    half = 0.5 * dt
+    k1, A1, G1 = partials(x, u)
+    k2, A2, G2 = partials(x + half * k1, u)
+    k3, A3, G3 = partials(x + half * k2, u)
+    k4, A4, G4 = partials(x + dt * k3, u)
+    x_next = x + (dt / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+    return x_next, [(A1, G1), (A2, G2), (A3, G3), (A4, G4)]
+
+
+def _rk4_state_jacobian(stages: list[tuple[Tensor, Tensor]], x: Tensor, dt: float) -> Tensor:
+    """df/dx of the RK4 step: dx_1/dx = I, dx_{i+1}/dx = I + c_i dk_i/dx (c = Δt/2, Δt/2, Δt)."""
+    (A1, _), (A2, _), (A3, _), (A4, _) = stages
+    half = 0.5 * dt
+    dk1 = A1
+    dk2 = A2 + half * (A2 @ dk1)
+    dk3 = A3 + half * (A3 @ dk2)
+    dk4 = A4 + dt * (A4 @ dk3)
+    eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+    return eye + (dt / 6.0) * (dk1 + 2.0 * dk2 + 2.0 * dk3 + dk4)
+
+
+def _rk4_input_jacobian(stages: list[tuple[Tensor, Tensor]], dt: float) -> Tensor:
+    """df/du of the RK4 step: dx_1/du = 0, dx_{i+1}/du = c_i dk_i/du (c = Δt/2, Δt/2, Δt)."""
+    (_, G1), (A2, G2), (A3, G3), (A4, G4) = stages
+    half = 0.5 * dt
+    dk1 = G1
+    dk2 = G2 + half * (A2 @ dk1)
+    dk3 = G3 + half * (A3 @ dk2)
+    dk4 = G4 + dt * (A4 @ dk3)
+    return (dt / 6.0) * (dk1 + 2.0 * dk2 + 2.0 * dk3 + dk4)
+
+
+def _selector(rows: tuple[int, ...], n: int, x: Tensor) -> Tensor:
+    """The (B, len(rows), n) Jacobian of x -> x[..., rows], for x (B, n)."""
+    S = torch.eye(n, dtype=x.dtype, device=x.device)[list(rows)]
+    return S.expand(*x.shape[:-1], len(rows), n)
 
 
 def _real(value: Any, name: str, *, minimum: float | None = None, strict: bool = False) -> float:
