@@ -7,7 +7,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,11 +15,11 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .._validation import check_positive_int
+from .._validation import as_tensor, check_covariance, check_positive_int
 from ..errors import DimensionError, MissingDependencyError
 from ..models.base import Trajectory
 
-__all__ = ["FitResult", "estimation_loss", "fit"]
+__all__ = ["FitResult", "estimation_loss", "fit", "state_error"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,13 @@ def _as_data(data: Any, name: str, loss: str) -> Trajectory:
     return Trajectory(x, y, u)
 
 
+def _check_weight(weight: Any, name: str) -> Tensor:
+    """A state-error weight: a finite, symmetric, positive semidefinite (n, n) matrix."""
+    w = as_tensor(weight, name, dtype=torch.float64)
+    check_covariance(w, name, semidefinite=True)
+    return w
+
+
 def _batch(data: Trajectory, idx: Tensor) -> Trajectory:
     return Trajectory(
         None if data.x is None else data.x[idx],
@@ -80,12 +87,36 @@ def _batch(data: Trajectory, idx: Tensor) -> Trajectory:
     )
 
 
-def estimation_loss(estimator: nn.Module, data: Trajectory, loss: str = "state") -> Tensor:
+def state_error(estimate: Tensor, x: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Mean squared state error: mean of (x̂ − x)² over every entry, or, with ``weight`` W
+    (n_x, n_x, positive semidefinite), mean over time steps of (x̂ − x)' W (x̂ − x) / n_x.
+
+    Shapes
+    ------
+    estimate, x : (..., n_x), weight : (n_x, n_x) -> scalar
+    """
+    err = estimate - x.to(estimate.dtype)
+    if weight is None:
+        return (err**2).mean()
+    W = weight.to(dtype=err.dtype, device=err.device)
+    return ((err @ W) * err).sum(-1).mean() / err.shape[-1]
+
+
+def estimation_loss(
+    estimator: nn.Module,
+    data: Trajectory,
+    loss: str = "state",
+    *,
+    state_weight: Tensor | None = None,
+) -> Tensor:
     """The training objective on a batch.
 
     ``"state"``: MSE between the estimates x̂_{t|t} and the labels x_t (the KalmanNet paper's
-    loss). ``"measurement"`` (no labels needed): MSE between y_t and the nominal model's
-    prediction h(f(x̂_{t-1|t-1}, u_{t-1})), t >= 1, skipping missing measurements.
+    loss), weighted by ``state_weight`` W when given (see :func:`state_error`; e.g. the weight
+    K'(R + B'PB)K of an LQR, under which the loss is the excess control cost of acting on the
+    estimate instead of the state). ``"measurement"`` (no labels needed): MSE between y_t and
+    the nominal model's prediction h(f(x̂_{t-1|t-1}, u_{t-1})), t >= 1, skipping missing
+    measurements.
     ``"nll"``: the estimator's own ``nll(y, u)`` (e.g. the innovations' likelihood of a
     :class:`~kalmannet_ctrl.estimators.LearnedNoiseKalmanFilter`).
     """
@@ -98,8 +129,7 @@ def estimation_loss(estimator: nn.Module, data: Trajectory, loss: str = "state")
     res = estimator.filter(data.y, data.u)
     mean = res.mean
     if loss == "state":
-        x = data.x.to(mean.dtype)
-        return ((mean - x) ** 2).mean()
+        return state_error(mean, data.x, state_weight)
     model = estimator.model
     B, T = mean.shape[0], mean.shape[1]
     if T < 2:
@@ -130,6 +160,7 @@ def fit(
     patience: int | None = None,
     seed: int = 0,
     tbptt: int | None = None,
+    state_weight: Any = None,
     progress: bool = True,
     log_dir: str | None = None,
 ) -> FitResult:
@@ -161,6 +192,9 @@ def fit(
         of this many time steps, with an optimiser update after each chunk and the recurrent
         state detached between chunks (``loss="state"`` only). Default: full backpropagation
         through whole sequences.
+    state_weight : array-like, (n_x, n_x), optional
+        Weight W of the state error for ``loss="state"``: positive semidefinite, symmetric
+        (see :func:`state_error`). Default: the plain MSE.
     progress : bool
         Show a progress bar.
     log_dir : str, optional
@@ -191,40 +225,102 @@ def fit(
         tbptt = check_positive_int(tbptt, "tbptt")
         if loss != "state":
             raise ValueError(f"tbptt: truncated backpropagation needs loss='state', found {loss!r}")
+    weight = None
+    if state_weight is not None:
+        if loss != "state":
+            raise ValueError(f"state_weight: needs loss='state', found {loss!r}")
+        weight = _check_weight(state_weight, "state_weight")
     train = _as_data(train, "train", loss)
+    if weight is not None and train.x is not None and weight.shape[0] != train.x.shape[-1]:
+        raise DimensionError(
+            f"state_weight: expected shape ({train.x.shape[-1]}, {train.x.shape[-1]}) for "
+            f"n_x = {train.x.shape[-1]} states, found {tuple(weight.shape)}"
+        )
     val = train if val is None else _as_data(val, "val", loss)
     writer = _writer(log_dir)
 
-    gen = torch.Generator().manual_seed(int(seed))
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    n_train = train.y.shape[0]
+    def train_step(idx: Tensor, opt: torch.optim.Optimizer) -> float:
+        batch = _batch(train, idx)
+        if tbptt is not None:
+            return _tbptt_update(estimator, batch, tbptt, opt, params, grad_clip, weight)
+        opt.zero_grad(set_to_none=True)
+        value = estimation_loss(estimator, batch, loss, state_weight=weight)
+        ok = bool(torch.isfinite(value)) and _update(value, opt, params, grad_clip)
+        return float(value.detach()) if ok else math.nan
 
     def validate() -> float:
         with torch.no_grad():
-            return float(estimation_loss(estimator, val, loss))
+            return float(estimation_loss(estimator, val, loss, state_weight=weight))
 
+    return _optimize(
+        estimator,
+        params,
+        train_step,
+        validate,
+        n_train=train.y.shape[0],
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        val_every=val_every,
+        patience=patience,
+        seed=seed,
+        progress=progress,
+        writer=writer,
+    )
+
+
+def _optimize(
+    module: nn.Module,
+    params: list[Tensor],
+    train_step: Callable[[Tensor, torch.optim.Optimizer], float],
+    validate: Callable[[], float],
+    *,
+    n_train: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    val_every: int,
+    patience: int | None,
+    seed: int,
+    progress: bool,
+    writer: Any = None,
+    lr_schedule: str = "constant",
+    name: str = "fit",
+) -> FitResult:
+    """The loop shared by the training functions: Adam on minibatches, best weights kept.
+
+    ``train_step(idx, opt)`` runs one update on the rows ``idx`` (drawn with replacement by a
+    generator seeded by ``seed``) and returns its loss, or NaN (without updating) when the loss or
+    a gradient is not finite, which stops training. ``validate()`` returns the validation loss,
+    evaluated before training, every ``val_every`` steps and at the end; ``module`` is left with
+    the weights of the best one. ``lr_schedule="cosine"`` anneals the learning rate to zero over
+    ``steps``.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        if lr_schedule == "cosine"
+        else None
+    )
     best = validate()
     if not math.isfinite(best):
         raise ValueError(f"val: the initial validation loss is not finite ({best})")
-    best_state = copy.deepcopy(estimator.state_dict())
+    best_state = copy.deepcopy(module.state_dict())
     best_step, history, since_best = 0, [], 0
     nonfinite_step, stopped_early, step, running = None, False, 0, math.nan
     start = time.perf_counter()
-    bar = tqdm(range(1, steps + 1), desc="fit", disable=not progress, leave=False)
+    bar = tqdm(range(1, steps + 1), desc=name, disable=not progress, leave=False)
     for step in bar:
         idx = torch.randint(n_train, (min(batch_size, n_train),), generator=gen)
-        batch = _batch(train, idx)
-        if tbptt is None:
-            opt.zero_grad(set_to_none=True)
-            value = estimation_loss(estimator, batch, loss)
-            ok = bool(torch.isfinite(value)) and _update(value, opt, params, grad_clip)
-            v = float(value.detach()) if ok else math.nan
-        else:
-            v = _tbptt_update(estimator, batch, tbptt, opt, params, grad_clip)
-            ok = math.isfinite(v)
-        if not ok:
+        v = train_step(idx, opt)
+        if not math.isfinite(v):
             nonfinite_step = step
             break
+        if scheduler is not None:
+            scheduler.step()
         running = v if math.isnan(running) else 0.9 * running + 0.1 * v
         if step % val_every == 0 or step == steps:
             current = validate()
@@ -236,7 +332,7 @@ def fit(
             if math.isfinite(current) and current < best:
                 best, best_state, best_step, since_best = (
                     current,
-                    copy.deepcopy(estimator.state_dict()),
+                    copy.deepcopy(module.state_dict()),
                     step,
                     0,
                 )
@@ -251,13 +347,13 @@ def fit(
     bar.close()
     if writer is not None:
         writer.close()
-    estimator.load_state_dict(best_state)
+    module.load_state_dict(best_state)
     if nonfinite_step is not None:
         warnings.warn(
-            f"fit: the loss became non-finite at step {nonfinite_step}; training stopped and the "
-            f"best weights (validation loss {best:.6g} at step {best_step}) were restored",
+            f"{name}: the loss became non-finite at step {nonfinite_step}; training stopped and "
+            f"the best weights (validation loss {best:.6g} at step {best_step}) were restored",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     return FitResult(
         best_val_loss=best,
@@ -299,6 +395,7 @@ def _tbptt_update(
     opt: torch.optim.Optimizer,
     params: list,
     grad_clip: float | None,
+    weight: Tensor | None = None,
 ) -> float:
     """One pass over a minibatch in chunks of ``k`` steps; the mean loss (NaN if not finite)."""
     B, T = batch.y.shape[0], batch.y.shape[1]
@@ -312,8 +409,7 @@ def _tbptt_update(
             x_hat, state = estimator.step(state, batch.y[:, t], u_prev)
             means.append(x_hat)
         chunk = torch.stack(means, 1)
-        target = batch.x[:, start : start + len(means)].to(chunk.dtype)
-        value = ((chunk - target) ** 2).mean()
+        value = state_error(chunk, batch.x[:, start : start + len(means)], weight)
         if not bool(torch.isfinite(value)) or not _update(value, opt, params, grad_clip):
             return math.nan
         state = _detach(state)
