@@ -19,13 +19,19 @@ from torch import Tensor
 
 from .._validation import as_tensor, check_batch, shape_str
 from ..errors import DimensionError, NonFiniteError
+from ..estimators.base import Estimator
+from ..estimators.extended import ExtendedKalmanFilter
+from ..estimators.kalman import KalmanFilter
+from ..models.linear import LinearGaussianModel
 
 __all__ = [
     "Controller",
     "ObservationBatch",
     "as_action",
     "as_observation_batch",
+    "check_estimator",
     "episode_start_mask",
+    "parse_input_bounds",
 ]
 
 
@@ -208,3 +214,65 @@ def episode_start_mask(
     if not bool(mask.any()):
         return None
     return mask
+
+
+def check_estimator(estimator: Any, model: Any) -> Any:
+    """``estimator`` checked against the controller's ``model`` (Estimator protocol, n_x, and
+    the n_y/n_u of its own model); None gives the Kalman filter of a linear model or the
+    extended Kalman filter of a nonlinear one."""
+    if estimator is None:
+        if isinstance(model, LinearGaussianModel):
+            return KalmanFilter(model)
+        return ExtendedKalmanFilter(model)
+    if not isinstance(estimator, Estimator):
+        raise TypeError(
+            "estimator: expected an object with the Estimator protocol "
+            f"(n_x, init, step, filter, reset), found {type(estimator).__name__}"
+        )
+    if estimator.n_x != model.n_x:
+        raise DimensionError(
+            f"estimator: expected an estimator of the model's n_x = {model.n_x} states, "
+            f"found n_x = {estimator.n_x}"
+        )
+    est_model = getattr(estimator, "model", None)
+    for dim in ("n_y", "n_u"):
+        found = getattr(est_model, dim, None)
+        if found is not None and found != getattr(model, dim):
+            raise DimensionError(
+                f"estimator: expected a model with {dim} = {getattr(model, dim)} like "
+                f"the controller's model, found {dim} = {found}"
+            )
+    return estimator
+
+
+def parse_input_bounds(input_bounds: Any, model: Any) -> tuple[Tensor, Tensor] | None:
+    """Actuator limits ``(low, high)`` (scalars or (n_u,) arrays, infinite entries allowed) as
+    two (n_u,) tensors in the model's dtype, or None; typed errors naming ``input_bounds``."""
+    if input_bounds is None:
+        return None
+    if not isinstance(input_bounds, (tuple, list)) or len(input_bounds) != 2:
+        raise TypeError(
+            f"input_bounds: expected a pair (low, high), found {type(input_bounds).__name__}"
+            + (f" of length {len(input_bounds)}" if isinstance(input_bounds, (tuple, list)) else "")
+        )
+    n_u = model.n_u
+    out = []
+    for name, b in zip(("low", "high"), input_bounds, strict=True):
+        t = as_tensor(b, f"input_bounds {name}", dtype=model.dtype, device=model.device)
+        if t.dim() == 0:
+            t = t.expand(n_u)
+        if t.shape != (n_u,):
+            raise DimensionError(
+                f"input_bounds: expected {name} to be a scalar or of shape ({n_u},), "
+                f"found {shape_str(tuple(t.shape))}"
+            )
+        if bool(torch.isnan(t).any()):
+            raise ValueError(f"input_bounds: expected {name} without NaN, found {t.tolist()}")
+        out.append(t.clone())
+    low, high = out
+    if bool((low > high).any()):
+        raise ValueError(
+            f"input_bounds: expected low <= high in every entry, found low = {low.tolist()}, "
+            f"high = {high.tolist()}"
+        )
+    return low, high

@@ -11,10 +11,15 @@ from torch import Tensor
 from .._validation import as_tensor, shape_str
 from ..errors import BatchSizeError, DimensionError
 from ..estimators.base import Estimator
-from ..estimators.kalman import KalmanFilter
 from ..models.cost import QuadraticCost
 from ..models.linear import LinearGaussianModel
-from .base import as_action, as_observation_batch, episode_start_mask
+from .base import (
+    as_action,
+    as_observation_batch,
+    check_estimator,
+    episode_start_mask,
+    parse_input_bounds,
+)
 from .lqr import LQR, check_design_inputs
 
 __all__ = ["LQG", "LQGState"]
@@ -107,29 +112,9 @@ class LQG:
         check_design_inputs(model, cost, "LQG")
         self.model = model
         self.cost = cost
-        if estimator is None:
-            estimator = KalmanFilter(model)
-        elif not isinstance(estimator, Estimator):
-            raise TypeError(
-                "estimator: expected an object with the Estimator protocol "
-                f"(n_x, init, step, filter, reset), found {type(estimator).__name__}"
-            )
-        if estimator.n_x != model.n_x:
-            raise DimensionError(
-                f"estimator: expected an estimator of the model's n_x = {model.n_x} states, "
-                f"found n_x = {estimator.n_x}"
-            )
-        est_model = getattr(estimator, "model", None)
-        for dim in ("n_y", "n_u"):
-            found = getattr(est_model, dim, None)
-            if found is not None and found != getattr(model, dim):
-                raise DimensionError(
-                    f"estimator: expected a model with {dim} = {getattr(model, dim)} like "
-                    f"the controller's model, found {dim} = {found}"
-                )
-        self.estimator = estimator
+        self.estimator = check_estimator(estimator, model)
         self.lqr = LQR(model, cost)
-        self.input_bounds = _bounds(input_bounds, model)
+        self.input_bounds = parse_input_bounds(input_bounds, model)
 
     @property
     def n_x(self) -> int:
@@ -284,34 +269,3 @@ class LQG:
             f"LQG(n_x={self.n_x}, n_u={self.n_u}, n_y={self.n_y}, "
             f"estimator={type(self.estimator).__name__}, bounded={self.input_bounds is not None})"
         )
-
-
-def _bounds(input_bounds: Any, model: LinearGaussianModel) -> tuple[Tensor, Tensor] | None:
-    if input_bounds is None:
-        return None
-    if not isinstance(input_bounds, (tuple, list)) or len(input_bounds) != 2:
-        raise TypeError(
-            f"input_bounds: expected a pair (low, high), found {type(input_bounds).__name__}"
-            + (f" of length {len(input_bounds)}" if isinstance(input_bounds, (tuple, list)) else "")
-        )
-    n_u = model.n_u
-    out = []
-    for name, b in zip(("low", "high"), input_bounds, strict=True):
-        t = as_tensor(b, f"input_bounds {name}", dtype=model.dtype, device=model.device)
-        if t.dim() == 0:
-            t = t.expand(n_u)
-        if t.shape != (n_u,):
-            raise DimensionError(
-                f"input_bounds: expected {name} to be a scalar or of shape ({n_u},), "
-                f"found {shape_str(tuple(t.shape))}"
-            )
-        if bool(torch.isnan(t).any()):
-            raise ValueError(f"input_bounds: expected {name} without NaN, found {t.tolist()}")
-        out.append(t.clone())
-    low, high = out
-    if bool((low > high).any()):
-        raise ValueError(
-            f"input_bounds: expected low <= high in every entry, found low = {low.tolist()}, "
-            f"high = {high.tolist()}"
-        )
-    return low, high

@@ -11,11 +11,30 @@ from torch import Tensor
 from .._riccati import solve_dare
 from .._validation import as_tensor, check_covariance, check_positive_int, check_shape, shape_str
 from ..errors import BatchSizeError, DimensionError
+from ..models.base import SystemModel
 from ..models.cost import QuadraticCost
 from ..models.linear import LinearGaussianModel
+from ..models.linearize import linearize
 from .base import as_action, as_observation_batch, episode_start_mask
 
-__all__ = ["LQR"]
+__all__ = ["LQR", "design_model"]
+
+
+def design_model(model: SystemModel) -> LinearGaussianModel:
+    """The linear model a regulator is designed on: ``model`` itself if linear, else its
+    linearization about the origin (x = 0, u = 0), the operating point of a regulator.
+
+    Examples
+    --------
+    >>> from kalmannet_ctrl.models import cartpole
+    >>> design_model(cartpole()).A.shape
+    torch.Size([4, 4])
+    """
+    if isinstance(model, LinearGaussianModel):
+        return model
+    zero_x = torch.zeros(model.n_x, dtype=model.dtype, device=model.device)
+    return linearize(model, zero_x, torch.zeros(model.n_u, dtype=model.dtype, device=model.device))
+
 
 #: Closed loops whose spectral radius is within this of 1 are not considered stable.
 

@@ -1,0 +1,223 @@
+"""Latency and throughput of the model-based controllers: LQG and MPC (QP, LTV, MPPI).
+
+For each controller, prints one row of a Markdown table with
+
+- the per-step latency at B = 1: median and 95th percentile of the time of one
+  ``predict(observation, state, episode_start)`` call (estimator step + planning), over
+  ``--steps`` closed-loop steps after ``--warmup`` steps, and
+- the batched throughput at B = 100: milliseconds per ``predict`` call on 100 environments and
+  the resulting controller steps per second summed over the environments.
+
+Observations come from the environment's native vector env run in closed loop with the
+controller (so bounds are active as often as they would be in use); only ``predict`` is timed.
+Every controller is built on the env's true model (the oracle; the nominal model costs the
+same) with the env's actuator bounds.
+
+Usage::
+
+    python benchmarks/control_latency.py [--threads 2] [--steps 300] [--warmup 30]
+                                         [--batch-steps 40] [--only ltv mppi ...]
+
+Neural MPC rows: add them in :func:`neural_mpc_cases` (the marked place below).
+
+On a machine whose cores are shared with other jobs, ``--threads 2`` can be much slower than
+``--threads 1``: every operation that opens a parallel region (even a 20 × 20 matrix product)
+then waits for the second thread to be scheduled, milliseconds at a time. Compare both; at
+B = 1 the operations are too small to gain from a second thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import kalmannet_ctrl.envs  # noqa: F401  (registers the environments)
+from kalmannet_ctrl.controllers import LQG, MPC
+from kalmannet_ctrl.models import linearize
+
+LINEAR = "kalmannet_ctrl/LinearSystem-v0"
+CARTPOLE = "kalmannet_ctrl/CartPole-v0"
+PENDULUM = "kalmannet_ctrl/Pendulum-v0"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row: a controller built from the (vector) env, and how to describe it."""
+
+    name: str
+    env_id: str
+    settings: str
+    make: Callable[[Any], Any]  # the vector env's ``unwrapped`` -> a controller
+    env_kwargs: dict[str, Any] | None = None
+
+
+def _bounds(env: Any) -> tuple[np.ndarray, np.ndarray]:
+    return env.single_action_space.low, env.single_action_space.high
+
+
+def classical_cases() -> list[Case]:
+    """LQG and MPC on the linear system, the cart-pole and the pendulum."""
+
+    def lqg_cartpole(env: Any) -> LQG:
+        return LQG(linearize(env.true_model, np.zeros(4)), env.cost, input_bounds=_bounds(env))
+
+    return [
+        Case(
+            "LQG (KF + LQR)",
+            LINEAR,
+            "-",
+            lambda env: LQG(env.true_model, env.cost, input_bounds=_bounds(env)),
+        ),
+        Case(
+            "MPC qp, bounds inactive",
+            LINEAR,
+            "H=20",
+            lambda env: MPC(env.true_model, env.cost, 20, input_bounds=_bounds(env)),
+        ),
+        Case(
+            "MPC qp, bounds active",
+            LINEAR,
+            "H=20, bound 0.5",
+            lambda env: MPC(env.true_model, env.cost, 20, input_bounds=(-0.5, 0.5)),
+            {"action_bound": 0.5},
+        ),
+        Case("LQG (linearized, KF)", CARTPOLE, "-", lqg_cartpole),
+        Case(
+            "MPC ltv (EKF)",
+            CARTPOLE,
+            "H=20, 1 iteration",
+            lambda env: MPC(env.true_model, env.cost, 20, input_bounds=_bounds(env)),
+        ),
+        Case(
+            "MPC ltv + line search (EKF)",
+            CARTPOLE,
+            "H=20, 1 iteration",
+            lambda env: MPC(
+                env.true_model, env.cost, 20, input_bounds=_bounds(env), line_search=True
+            ),
+        ),
+        Case(
+            "MPC mppi (EKF)",
+            CARTPOLE,
+            "H=20, K=256",
+            lambda env: MPC(
+                env.true_model, env.cost, 20, input_bounds=_bounds(env), solver="mppi", seed=0
+            ),
+        ),
+        Case(
+            "MPC ltv (EKF)",
+            PENDULUM,
+            "H=30, 1 iteration",
+            lambda env: MPC(
+                env.true_model,
+                env.cost,
+                30,
+                input_bounds=_bounds(env),
+                cost_state=env.env.cost_state,
+            ),
+        ),
+        Case(
+            "MPC mppi (EKF)",
+            PENDULUM,
+            "H=30, K=256",
+            lambda env: MPC(
+                env.true_model,
+                env.cost,
+                30,
+                input_bounds=_bounds(env),
+                cost_state=env.env.cost_state,
+                solver="mppi",
+                seed=0,
+            ),
+        ),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# NEURAL MPC ROWS GO HERE.
+# Return Case(...) entries like those of classical_cases(), e.g. MPC on a ResidualModel (the
+# nominal model plus a trained residual network) for CartPole and Pendulum:
+#
+#     Case("neural MPC ltv", CARTPOLE, "H=20, MLP 64x64",
+#          lambda env: NeuralMPC(...)),
+#
+# The table then reports them next to the classical rows (the target: <= 5 ms per step at
+# B = 1 with --threads 2).
+# ------------------------------------------------------------------------------------------------
+def neural_mpc_cases() -> list[Case]:
+    """Rows for neural MPC (none yet)."""
+    return []
+
+
+def time_predict(case: Case, num_envs: int, steps: int, warmup: int, seed: int = 0) -> np.ndarray:
+    """Seconds per ``predict`` call over ``steps`` closed-loop steps after ``warmup`` steps."""
+    venv = gym.make_vec(case.env_id, num_envs=num_envs, **(case.env_kwargs or {}))
+    try:
+        ctrl = case.make(venv.unwrapped)
+        obs, _ = venv.reset(seed=seed)
+        state, start = None, np.ones(num_envs, dtype=bool)
+        times = []
+        for t in range(warmup + steps):
+            t0 = time.perf_counter()
+            action, state = ctrl.predict(obs, state, start)
+            elapsed = time.perf_counter() - t0
+            if t >= warmup:
+                times.append(elapsed)
+            obs, _, terminated, truncated, _ = venv.step(action)
+            start = terminated | truncated
+    finally:
+        venv.close()
+    return np.asarray(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--steps", type=int, default=300, help="timed steps at B = 1")
+    parser.add_argument("--warmup", type=int, default=30, help="untimed steps before timing")
+    parser.add_argument("--batch", type=int, default=100, help="B of the throughput column")
+    parser.add_argument("--batch-steps", type=int, default=40, help="timed steps at B = --batch")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="keep the rows whose name contains any of these"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cases = classical_cases() + neural_mpc_cases()
+    if args.only:
+        cases = [c for c in cases if any(word in c.name for word in args.only)]
+    print(
+        f"Control latency, torch {torch.__version__}, {args.threads} thread(s), "
+        f"{platform.processor() or platform.machine()}; B = 1 over {args.steps} steps, "
+        f"B = {args.batch} over {args.batch_steps} steps (after {args.warmup} warm-up steps)\n"
+    )
+    head = (
+        f"| controller | env | settings | B=1 median [ms] | B=1 p95 [ms] "
+        f"| B={args.batch} [ms/step] | B={args.batch} [steps/s] |"
+    )
+    print(head)
+    print("|" + "|".join("---" for _ in range(7)) + "|")
+    for case in cases:
+        single = time_predict(case, 1, args.steps, args.warmup)
+        batched = time_predict(case, args.batch, args.batch_steps, max(5, args.warmup // 3))
+        per_batch = float(np.median(batched))
+        env = case.env_id.split("/")[-1]
+        print(
+            f"| {case.name} | {env} | {case.settings} | {np.median(single) * 1e3:.3f} "
+            f"| {np.percentile(single, 95) * 1e3:.3f} | {per_batch * 1e3:.2f} "
+            f"| {args.batch / per_batch:,.0f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
