@@ -179,11 +179,25 @@ class PartiallyKnownEnv(gym.Env[np.ndarray, np.ndarray]):
     cost : QuadraticCost
     mismatch : dict
         The mismatch in force (defaults completed).
+    angle_states, angle_measurements : tuple of int
+        Indices of the state and of the measurement components that are angles (rad, 2π
+        periodic); default none. Policies see them as (cos, sin)
+        (:class:`~kalmannet_ctrl.controllers.rl.PolicyObservation`, the wrappers of
+        :mod:`kalmannet_ctrl.envs.wrappers` and :func:`~kalmannet_ctrl.training.train_rl` read
+        them).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
     mismatch_spec: ClassVar[Mapping[str, MismatchParameter]] = {}
     failure_penalty: ClassVar[float] = 0.0
+    #: What the env is benchmarked on: "regulation" (hold the origin), "swing-up" (reach the
+    #: origin from far away, e.g. a pendulum hanging down) or "estimation" (zero input, the
+    #: estimation error is the measure). Comparisons pick the methods that apply from it.
+    task: ClassVar[str] = "regulation"
+    #: Indices of the state components that are angles (x[i] and x[i] + 2π are one state).
+    angle_states: ClassVar[tuple[int, ...]] = ()
+    #: Indices of the measurement components that are angles (readings of an angle in rad).
+    angle_measurements: ClassVar[tuple[int, ...]] = ()
 
     def __init__(
         self, *, mismatch: Mapping[str, Any] | None = None, render_mode: str | None = None
@@ -211,6 +225,27 @@ class PartiallyKnownEnv(gym.Env[np.ndarray, np.ndarray]):
         Environments with angle states override it to wrap the angles.
         """
         return x
+
+    def succeeded(self, states: np.ndarray, lengths: np.ndarray, failed: np.ndarray) -> np.ndarray:
+        """Which whole episodes count as a success (the ``success`` column of a comparison).
+
+        Default: the episodes that did not fail. Environments whose episodes cannot fail (e.g.
+        a swing-up) override it with a criterion on the trajectory.
+
+        Parameters
+        ----------
+        states : ndarray, (B, T + 1, n_x)
+            The true states x_0 … x_T of B episodes; row b is valid up to index ``lengths[b]``.
+        lengths : ndarray of int, (B,)
+            Steps each episode ran (≥ 1).
+        failed : ndarray of bool, (B,)
+            Episodes that ended by failure (:meth:`failed`).
+
+        Returns
+        -------
+        ndarray of bool, (B,)
+        """
+        return ~np.asarray(failed, dtype=bool)
 
     # -- configuration -------------------------------------------------------------------------
     def _configure(self, mismatch: dict[str, float]) -> None:

@@ -91,6 +91,7 @@ class LorenzEnv(PartiallyKnownEnv):
     - v0: initial release.
     """
 
+    task: ClassVar[str] = "estimation"
     mismatch_spec: ClassVar[dict[str, MismatchParameter]] = {
         "nominal_order": MismatchParameter(
             2.0, 1.0, 10.0, "Taylor order J of the nominal model", integer=True

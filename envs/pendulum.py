@@ -108,6 +108,7 @@ class PendulumEnv(PartiallyKnownEnv):
     - v0: initial release.
     """
 
+    task: ClassVar[str] = "swing-up"
     mismatch_spec: ClassVar[dict[str, MismatchParameter]] = {
         "mass": MismatchParameter(1.2, 0.25, 4.0, "true / nominal mass"),
         "length": MismatchParameter(1.1, 0.25, 4.0, "true / nominal rod length"),
@@ -129,6 +130,28 @@ class PendulumEnv(PartiallyKnownEnv):
         self._cost = cost
         self._nominal = pendulum(x0_mean=PENDULUM_X0_MEAN, x0_cov=PENDULUM_X0_COV)
         super().__init__(mismatch=mismatch, render_mode=render_mode)
+
+    #: θ is an angle, in the state (x[0]) and in the measurement (y = θ + noise).
+    angle_states: ClassVar[tuple[int, ...]] = (0,)
+    angle_measurements: ClassVar[tuple[int, ...]] = (0,)
+
+    #: Success: |θ| (wrapped, from upright) below this many rad …
+    success_angle: ClassVar[float] = 0.5
+    #: … at each of the episode's last this many states (5 s).
+    success_steps: ClassVar[int] = 100
+
+    def succeeded(self, states: np.ndarray, lengths: np.ndarray, failed: np.ndarray) -> np.ndarray:
+        """Swung up and balanced: |wrap(θ)| < :attr:`success_angle` (0.5 rad) at each of the
+        last :attr:`success_steps` (100, i.e. 5 s) states of the episode."""
+        states = np.asarray(states, dtype=np.float64)
+        lengths = np.asarray(lengths, dtype=np.int64)
+        theta = np.abs(np.mod(states[:, :, 0] + np.pi, 2 * np.pi) - np.pi)  # (B, T + 1)
+        index = np.arange(states.shape[1])
+        window = (index[None, :] <= lengths[:, None]) & (
+            index[None, :] > lengths[:, None] - self.success_steps
+        )
+        up = np.where(window, theta < self.success_angle, True).all(axis=1)
+        return up & ~np.asarray(failed, dtype=bool)
 
     def cost_state(self, x: np.ndarray) -> np.ndarray:
         """The state with θ wrapped to [−π, π): the reward charges the distance to upright."""

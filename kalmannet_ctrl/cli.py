@@ -251,11 +251,18 @@ def _add_grid_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _grid(args: argparse.Namespace, parser: argparse.ArgumentParser):
-    from .bench import DEFAULT_METHODS, DEFAULT_SCENARIOS, Scenario, default_scenarios, get_method
+    from .bench import (
+        DEFAULT_METHODS,
+        DEFAULT_SCENARIO_NAMES,
+        DEFAULT_SCENARIOS,
+        Scenario,
+        default_scenarios,
+        get_method,
+    )
     from .envs import ENV_IDS
 
     scenarios = []
-    for name in args.scenarios or list(DEFAULT_SCENARIOS):
+    for name in args.scenarios or list(DEFAULT_SCENARIO_NAMES):
         if name in DEFAULT_SCENARIOS:
             scenarios += default_scenarios([name])
         elif name in ENV_IDS:

@@ -9,7 +9,7 @@
 """
 
 from .cache import ArtifactCache
-from .defaults import DEFAULT_METHODS, DEFAULT_SCENARIOS, default_scenarios
+from .defaults import DEFAULT_METHODS, DEFAULT_SCENARIO_NAMES, DEFAULT_SCENARIOS, default_scenarios
 from .executors import CellError, RayExecutor
 from .methods import METHODS, BuildContext, EstimatorOnly, Method, get_method, register_method
 from .plots import cost_figure, error_figure, mismatch_figure, trajectory_figure, write_plots
@@ -20,6 +20,7 @@ from .scenario import Scenario
 __all__ = [
     "DEFAULT_METHODS",
     "DEFAULT_SCENARIOS",
+    "DEFAULT_SCENARIO_NAMES",
     "METHODS",
     "ArtifactCache",
     "BuildContext",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .scenario import Scenario
 
-__all__ = ["DEFAULT_METHODS", "DEFAULT_SCENARIOS", "default_scenarios"]
+__all__ = ["DEFAULT_METHODS", "DEFAULT_SCENARIOS", "DEFAULT_SCENARIO_NAMES", "default_scenarios"]
 
 #: Named scenarios: the CLI accepts these names as well as plain environment ids.
 DEFAULT_SCENARIOS: dict[str, dict] = {
@@ -20,12 +20,20 @@ DEFAULT_SCENARIOS: dict[str, dict] = {
         "name": "Lorenz (estimation)",
         "max_steps": 200,
     },
+    "pendulum": {"env_id": "kalmannet_ctrl/Pendulum-v0", "name": "Pendulum (swing-up)"},
 }
+
+#: The scenarios ``kalmannet-ctrl compare`` runs with no ``--scenarios``.
+DEFAULT_SCENARIO_NAMES: tuple[str, ...] = ("linear", "cartpole", "cartpole-large", "lorenz")
 
 #: The methods of the default comparison (each learned method joins when it lands).
 DEFAULT_METHODS: tuple[str, ...] = (
     "lqg-oracle",
     "lqg-nominal",
+    "mpc-nominal",
+    "neural-mpc",
+    "learned-noise-lqg",
+    "kalmannet-lqg",
     "ekf-oracle",
     "ekf-nominal",
     "learned-noise",
@@ -35,8 +43,8 @@ DEFAULT_METHODS: tuple[str, ...] = (
 
 
 def default_scenarios(names: list[str] | None = None) -> list[Scenario]:
-    """The named default scenarios (all of them by default)."""
-    names = list(DEFAULT_SCENARIOS) if names is None else names
+    """The named scenarios ``names`` (default: :data:`DEFAULT_SCENARIO_NAMES`)."""
+    names = list(DEFAULT_SCENARIO_NAMES) if names is None else names
     unknown = [n for n in names if n not in DEFAULT_SCENARIOS]
     if unknown:
         raise ValueError(

@@ -19,14 +19,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..controllers import LQG
+from ..controllers import LQG, design_model
 from ..estimators import (
     ExtendedKalmanFilter,
     KalmanNet,
     LearnedNoiseKalmanFilter,
     RNNEstimator,
 )
-from ..models import LinearGaussianModel, SystemModel, Trajectory, linearize
+from ..models import LinearGaussianModel, SystemModel, Trajectory
 from .cache import ArtifactCache, atomic_write_text, stable_hash
 from .scenario import Scenario
 
@@ -150,15 +150,6 @@ def get_method(name: str) -> Method:
 
 
 # -- helpers for the built-in methods ------------------------------------------------------------
-def _linear_model(model: SystemModel) -> LinearGaussianModel:
-    """The model itself if linear, else its linearization about the origin."""
-    if isinstance(model, LinearGaussianModel):
-        return model
-    return linearize(
-        model, torch.zeros(model.n_x, dtype=model.dtype), torch.zeros(model.n_u, dtype=model.dtype)
-    )
-
-
 def regulates_the_origin(env: Any) -> bool:
     """Whether LQG applies: a linear env, or one whose task is to hold the origin (an
     equilibrium of the nominal model that the episodes start near)."""
@@ -180,7 +171,7 @@ def estimation_only(env: Any) -> bool:
 def _lqg(ctx: BuildContext, model: SystemModel) -> LQG:
     env = ctx.env
     bounds = (env.action_space.low, env.action_space.high)
-    return LQG(_linear_model(model), env.cost, input_bounds=bounds)
+    return LQG(design_model(model), env.cost, input_bounds=bounds)
 
 
 def build_lqg_oracle(ctx: BuildContext) -> LQG:
@@ -318,6 +309,127 @@ def build_rnn(ctx: BuildContext) -> EstimatorOnly:
     return EstimatorOnly(est, ctx.env.action_space.low, ctx.env.action_space.high)
 
 
+def has_inputs(env: Any) -> bool:
+    """Whether MPC applies: an env with inputs whose task is a regulation or a swing-up (the
+    env's ``task``; without one, any env with inputs)."""
+    task = getattr(env, "task", None)
+    return env.nominal_model.n_u > 0 and task in (None, "regulation", "swing-up")
+
+
+def _mpc_options(ctx: BuildContext) -> dict[str, Any]:
+    """MPC settings for a scenario: "ltv" about the regulated origin, MPPI for a swing-up."""
+    from ..training.neural_mpc import env_cost_state
+
+    env = ctx.env
+    cfg = dict(ctx.method.config) if ctx.method is not None else {}
+    opts: dict[str, Any] = {"input_bounds": (env.action_space.low, env.action_space.high)}
+    if not regulates_the_origin(env):
+        opts.update(solver="mppi", samples=int(cfg.get("samples", 256)), seed=ctx.seed)
+    hook = env_cost_state(env)
+    if hook is not None:
+        opts["cost_state"] = hook
+    return opts
+
+
+def _horizon(ctx: BuildContext) -> int:
+    cfg = dict(ctx.method.config) if ctx.method is not None else {}
+    key = "horizon" if regulates_the_origin(ctx.env) else "swing_up_horizon"
+    return int(cfg.get(key, 20 if key == "horizon" else 30))
+
+
+def build_mpc_nominal(ctx: BuildContext) -> Any:
+    """MPC on the nominal model (QP if linear, sequential linearization about the origin, or
+    MPPI for a swing-up), output feedback through the nominal model's KF/EKF."""
+    from ..controllers import MPC
+
+    return MPC(ctx.env.nominal_model, ctx.env.cost, _horizon(ctx), **_mpc_options(ctx))
+
+
+def build_neural_mpc(ctx: BuildContext) -> Any:
+    """MPC on the nominal model plus a residual learned from closed-loop rounds."""
+    from ..controllers import NeuralMPC
+    from ..models import ResidualModel
+    from ..training import load_checkpoint, save_checkpoint, train_neural_mpc
+
+    cfg = dict(ctx.method.config) if ctx.method is not None else {}
+    opts = _mpc_options(ctx)
+    horizon = _horizon(ctx)
+    nominal = ctx.env.nominal_model
+
+    def build() -> Any:
+        ctrl, info = train_neural_mpc(
+            ctx.scenario.env_id,
+            horizon=horizon,
+            rounds=int(cfg.get("rounds", 2)),
+            episodes=int(cfg.get("episodes", 20)),
+            steps=cfg.get("steps"),
+            exploration_std=float(cfg.get("exploration_std", 0.05)),
+            states=str(cfg.get("states", "privileged")),
+            hidden=tuple(cfg.get("hidden", (32, 32))),
+            fit_steps=int(cfg.get("fit_steps", 800)),
+            seed=ctx.seed,
+            env_kwargs=ctx.scenario.make_kwargs(),
+            mpc_kwargs={k: v for k, v in opts.items() if k != "input_bounds"},
+            progress=False,
+        )
+        ctx.train_info.update(env_steps=info["env_steps"], train_s=info["train_s"])
+        return ctrl.residual
+
+    def save(model: Any, folder: Path) -> None:
+        save_checkpoint(model, folder / "residual.pt")
+
+    def load(folder: Path) -> Any:
+        return load_checkpoint(folder / "residual.pt", ResidualModel, nominal)[0]
+
+    model = ctx.cached(build, save, load)
+    model.eval()
+    return NeuralMPC(model, ctx.env.cost, horizon, **opts)
+
+
+def _learned_lqg(ctx: BuildContext, kind: str) -> Any:
+    from ..training import learned_lqg, load_checkpoint, save_checkpoint
+
+    cfg = dict(ctx.method.config) if ctx.method is not None else {}
+    nominal = ctx.env.nominal_model
+    bounds = (ctx.env.action_space.low, ctx.env.action_space.high)
+    cls = KalmanNet if kind == "kalmannet" else LearnedNoiseKalmanFilter
+
+    def build() -> Any:
+        ctrl, info = learned_lqg(
+            ctx.scenario.env_id,
+            kind,
+            episodes=int(cfg.get("episodes", 100)),
+            steps=int(cfg.get("T", 100)),
+            exploration_std=float(cfg.get("exploration_std", 0.1)),
+            fit_steps=int(cfg.get("fit_steps", 300)),
+            seed=ctx.seed,
+            env_kwargs=ctx.scenario.make_kwargs(),
+            progress=False,
+        )
+        ctx.train_info.update(env_steps=info["env_steps"], train_s=info["train_s"])
+        return ctrl.estimator
+
+    def save(est: Any, folder: Path) -> None:
+        save_checkpoint(est, folder / "estimator.pt")
+
+    def load(folder: Path) -> Any:
+        return load_checkpoint(folder / "estimator.pt", cls, nominal)[0]
+
+    est = ctx.cached(build, save, load)
+    est.eval()
+    return LQG(design_model(nominal), ctx.env.cost, est, input_bounds=bounds)
+
+
+def build_kalmannet_lqg(ctx: BuildContext) -> LQG:
+    """LQG on the nominal model with KalmanNet as its estimator, trained on closed-loop data."""
+    return _learned_lqg(ctx, "kalmannet")
+
+
+def build_learned_noise_lqg(ctx: BuildContext) -> LQG:
+    """LQG on the nominal model whose KF/EKF has noise covariances learned in closed loop."""
+    return _learned_lqg(ctx, "learned-noise")
+
+
 for _method in (
     Method(
         "lqg-oracle",
@@ -365,6 +477,43 @@ for _method in (
         "zero input, GRU from measurements to states (estimation only)",
         estimation_only,
         config={"episodes": 100, "T": 100, "fit_steps": 300, "lr": 1e-2},
+    ),
+    Method(
+        "mpc-nominal",
+        build_mpc_nominal,
+        "MPC on the nominal model (QP, sequential linearization, or MPPI for a swing-up)",
+        has_inputs,
+        config={"horizon": 20, "swing_up_horizon": 30, "samples": 256},
+    ),
+    Method(
+        "neural-mpc",
+        build_neural_mpc,
+        "MPC on the nominal model plus a residual network learned in closed-loop rounds",
+        has_inputs,
+        config={
+            "horizon": 20,
+            "swing_up_horizon": 30,
+            "samples": 256,
+            "rounds": 2,
+            "episodes": 20,
+            "fit_steps": 800,
+            "exploration_std": 0.05,
+            "states": "privileged",
+        },
+    ),
+    Method(
+        "learned-noise-lqg",
+        build_learned_noise_lqg,
+        "LQG on the nominal model, KF/EKF with noise covariances learned in closed loop",
+        regulates_the_origin,
+        config={"episodes": 100, "T": 100, "fit_steps": 150, "exploration_std": 0.1},
+    ),
+    Method(
+        "kalmannet-lqg",
+        build_kalmannet_lqg,
+        "LQG on the nominal model with KalmanNet as the estimator, trained in closed loop",
+        regulates_the_origin,
+        config={"episodes": 100, "T": 100, "fit_steps": 300, "exploration_std": 0.1},
     ),
 ):
     register_method(_method)

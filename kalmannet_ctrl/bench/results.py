@@ -49,7 +49,9 @@ class CellResult:
     cost_ci95 : float
         Half-width of the 95 % confidence interval of ``cost`` (1.96 standard errors).
     success_rate : float
-        Fraction of episodes that ran to the time limit without a failure.
+        Fraction of episodes that succeeded: by default those that ran to the time limit
+        without a failure; the env's ``succeeded`` may ask more (Pendulum: balanced upright
+        for the last 5 s).
     mse_db : float
         Estimation MSE in dB against ``info["state"]`` over all steps and episodes (NaN for a
         controller without ``estimate``).
@@ -148,19 +150,21 @@ class Results:
         return [{k: getattr(c, k) for k in COLUMNS} for c in self.cells]
 
     def to_markdown(self) -> str:
-        """A Markdown table: cost ± 95 % CI, success, MSE, gap to the oracle, timings."""
+        """A Markdown table: cost ± 95 % CI, success, MSE, gap to the oracle, the env steps
+        of training data, timings."""
         head = (
             "| scenario | method | cost / step (± 95% CI) | success | MSE [dB] | gap to oracle "
-            "| build [s] | latency [us/step] |"
+            "| train env steps | build [s] | latency [us/step] |"
         )
-        lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for c in self.cells:
             mse = "" if math.isnan(c.mse_db) else f"{c.mse_db:.2f}"
             gap = "" if math.isnan(c.gap_pct) else f"{c.gap_pct:+.1f} %"
             name = c.method + (" (oracle)" if c.oracle else "")
             lines.append(
                 f"| {c.scenario} | {name} | {_fmt(c.cost)} ± {_fmt(c.cost_ci95)} | "
-                f"{100 * c.success_rate:.0f} % | {mse} | {gap} | {c.build_s:.2f} | "
+                f"{100 * c.success_rate:.0f} % | {mse} | {gap} | {c.train_env_steps} | "
+                f"{c.build_s:.2f} | "
                 f"{c.latency_us:.1f} |"
             )
         return "\n".join(lines)

@@ -90,6 +90,7 @@ def run_cell(task: CellTask) -> CellResult | None:
     total = np.zeros(B)
     sq_err_sum = np.zeros(T)
     sq_err_count = np.zeros(T)
+    states = [x]
     samples_x, samples_est = [x[:_SAMPLE_EPISODES].tolist()], []
     lengths = np.zeros(B, dtype=np.int64)
     state, episode_start = None, np.ones(B, dtype=bool)
@@ -114,6 +115,7 @@ def run_cell(task: CellTask) -> CellResult | None:
         failed |= terminated & active
         active &= ~(terminated | truncated)
         x = info["state"]
+        states.append(x)
         samples_x.append(x[:_SAMPLE_EPISODES].tolist())
         episode_start = np.zeros(B, dtype=bool)
         if not active.any():
@@ -121,6 +123,8 @@ def run_cell(task: CellTask) -> CellResult | None:
     envs.close()
     if active.any():  # pragma: no cover - the vector env truncates at T
         raise RuntimeError("run_cell: episodes did not end at the scenario's episode length")
+    succeeded = getattr(env.unwrapped, "succeeded", None)
+    success = ~failed if succeeded is None else succeeded(np.stack(states, 1), lengths, failed)
     per_episode = total / T
     cost = float(per_episode.mean())
     ci = float(1.96 * per_episode.std(ddof=1) / math.sqrt(B)) if B > 1 else math.nan
@@ -142,7 +146,7 @@ def run_cell(task: CellTask) -> CellResult | None:
         seed=task.seed,
         cost=cost,
         cost_ci95=ci,
-        success_rate=float(1.0 - failed.mean()),
+        success_rate=float(np.mean(success)),
         mse_db=mse_db,
         build_s=build_s,
         latency_us=predict_s / max(calls, 1) / B * 1e6,

@@ -1,16 +1,30 @@
 """Training: datasets from models and environments, one fit loop, checkpoints."""
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .closed_loop import control_weight, learned_lqg
 from .datasets import env_rollouts, split, trajectories
 from .fit import FitResult, estimation_loss, fit
+from .neural_mpc import train_neural_mpc
+from .residual import Transitions, collect_transitions, fit_residual, one_step_mse
+from .rl import HYPERPARAMS, load_rl, train_rl
 
 __all__ = [
+    "HYPERPARAMS",
     "FitResult",
+    "Transitions",
+    "collect_transitions",
+    "control_weight",
     "env_rollouts",
     "estimation_loss",
     "fit",
+    "fit_residual",
+    "learned_lqg",
     "load_checkpoint",
+    "load_rl",
+    "one_step_mse",
     "save_checkpoint",
     "split",
+    "train_neural_mpc",
+    "train_rl",
     "trajectories",
 ]

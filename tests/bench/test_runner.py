@@ -407,3 +407,26 @@ def test_learned_estimators_train_cache_and_beat_the_nominal_filter(tmp_path: Pa
     for name in ("learned-noise", "kalmannet"):
         assert again.get("lorenz", name).mse_db == results.get("lorenz", name).mse_db
         assert again.get("lorenz", name).build_s < results.get("lorenz", name).build_s
+
+
+class _ZeroTorque:
+    def predict(self, observation, state=None, episode_start=None, deterministic=True):
+        return np.zeros((len(observation), 1), dtype=np.float32), None
+
+
+ZERO_TORQUE = Method("zero-torque-test", lambda ctx: _ZeroTorque(), "no input")
+
+
+def test_success_is_the_envs_criterion_not_only_the_absence_of_failure() -> None:
+    """A hanging pendulum never fails (it cannot) but never succeeds (it is never swung up)."""
+    pendulum = Scenario("kalmannet_ctrl/Pendulum-v0", max_steps=120)
+    results = compare(
+        [pendulum, LINEAR],
+        [ZERO_TORQUE],
+        episodes=4,
+        seed=0,
+        executor=LocalExecutor(1),
+        progress=False,
+    )
+    assert results.get(pendulum.label, ZERO_TORQUE.name).success_rate == 0.0
+    assert results.get(LINEAR.label, ZERO_TORQUE.name).success_rate == 1.0

@@ -375,3 +375,12 @@ def test_actions_outside_the_bounds_are_clipped(env_id: str) -> None:
     np.testing.assert_array_equal(vec_runs[0][0], vec_runs[1][0])
     np.testing.assert_array_equal(vec_runs[0][1], vec_runs[1][1])
     np.testing.assert_array_equal(vec_runs[0][4]["state"], vec_runs[1][4]["state"])
+
+
+def test_success_excludes_failed_episodes(env_id: str) -> None:
+    """At rest at the origin (upright, for the pendulum) every env counts a run that did not
+    fail as a success, and none counts a failed one."""
+    env = gym.make(env_id).unwrapped
+    states = np.zeros((3, 11, env.true_model.n_x))
+    ok = env.succeeded(states, np.array([10, 4, 10]), np.array([False, True, False]))
+    assert ok.tolist() == [True, False, True]

@@ -273,3 +273,46 @@ def test_swing_up_by_pumping_then_balancing_fits_in_an_episode() -> None:
         x = info["state"]
         upright = np.where(np.abs(wrap(x[:, 0])) < 0.1, upright + 1, 0)
     assert np.all(upright >= 100)  # every copy is balanced for (at least) the last 5 s
+
+
+def test_succeeded_asks_for_the_last_five_seconds_upright_at_any_turn() -> None:
+    env = PendulumEnv()
+    T = 400
+    states = np.zeros((4, T + 1, 2))
+    states[0, :, 0] = math.pi  # hanging down throughout
+    states[1, T - 99 :, 0] = 2 * math.pi + 0.3  # up after a full turn for the last 100 states
+    states[2, T - 98 :, 0] = -0.2  # up for only the last 99 states
+    states[2, : T - 98, 0] = math.pi
+    states[3, :, 0] = 0.0  # up throughout, but its run ended by a failure
+    lengths = np.full(4, T)
+    failed = np.array([False, False, False, True])
+    assert env.succeeded(states, lengths, failed).tolist() == [False, True, False, False]
+    # the window follows each episode's own length; states after its end are ignored
+    short = states[1:2].copy()
+    short[0, 150:, 0] = math.pi
+    short[0, 50:150, 0] = 0.1
+    assert env.succeeded(short, np.array([149]), np.array([False])).tolist() == [True]
+    assert env.succeeded(short, np.array([150]), np.array([False])).tolist() == [False]
+
+
+def test_the_swing_up_controller_succeeds_and_zero_torque_does_not() -> None:
+    """The pumping + LQR controller of the test above counts as a success, zero torque not."""
+    n, steps = 8, 400
+    envs = PendulumVectorEnv(num_envs=n, max_episode_steps=steps)
+    env = envs.env
+    p = env.true_model.params
+    mgl = p["mass"] * p["gravity"] * p["length"]
+    K = LQR(linearize(env.true_model, [0.0, 0.0], [0.0]), env.cost).gain.numpy()
+    for policy in ("pump", "zero"):
+        _, info = envs.reset(seed=1)
+        states = [info["state"]]
+        for _ in range(steps):
+            x = states[-1]
+            th = wrap(x[:, 0])
+            pump = np.where(energy(env, x) < mgl, 2.0 * np.where(x[:, 1] >= 0, 1.0, -1.0), 0.0)
+            balance = -(np.stack([th, x[:, 1]], axis=1) @ K.T)[:, 0]
+            u = np.where(np.abs(th) < 0.4, balance, pump) if policy == "pump" else 0.0 * th
+            _, _, _, _, info = envs.step(u[:, None].astype(np.float32))
+            states.append(info["state"])
+        ok = env.succeeded(np.stack(states, 1), np.full(n, steps), np.zeros(n, dtype=bool))
+        assert ok.all() if policy == "pump" else not ok.any()
