@@ -1,4 +1,4 @@
-"""Latency and throughput of the model-based controllers: LQG and MPC (QP, LTV, MPPI).
+"""Latency and throughput of the controllers: LQG, MPC (QP, LTV, MPPI) and neural MPC.
 
 For each controller, prints one row of a Markdown table with
 
@@ -15,15 +15,13 @@ same) with the env's actuator bounds.
 
 Usage::
 
-    python benchmarks/control_latency.py [--threads 2] [--steps 300] [--warmup 30]
+    python benchmarks/control_latency.py [--threads 1] [--steps 300] [--warmup 30]
                                          [--batch-steps 40] [--only ltv mppi ...]
 
-Neural MPC rows: add them in :func:`neural_mpc_cases` (the marked place below).
-
-On a machine whose cores are shared with other jobs, ``--threads 2`` can be much slower than
-``--threads 1``: every operation that opens a parallel region (even a 20 × 20 matrix product)
-then waits for the second thread to be scheduled, milliseconds at a time. Compare both; at
-B = 1 the operations are too small to gain from a second thread.
+One torch thread by default: at B = 1 the operations are too small to gain from a second
+thread, and on a machine whose cores are shared (the second core busy with the env or other
+jobs) every operation that opens a parallel region, even a 20 × 20 matrix product, then waits
+milliseconds for the second thread to be scheduled. ``--threads 2`` shows the difference.
 """
 
 from __future__ import annotations
@@ -40,8 +38,8 @@ import numpy as np
 import torch
 
 import kalmannet_ctrl.envs  # noqa: F401  (registers the environments)
-from kalmannet_ctrl.controllers import LQG, MPC
-from kalmannet_ctrl.models import linearize
+from kalmannet_ctrl.controllers import LQG, MPC, NeuralMPC
+from kalmannet_ctrl.models import ResidualModel, linearize
 
 LINEAR = "kalmannet_ctrl/LinearSystem-v0"
 CARTPOLE = "kalmannet_ctrl/CartPole-v0"
@@ -141,20 +139,27 @@ def classical_cases() -> list[Case]:
     ]
 
 
-# ------------------------------------------------------------------------------------------------
-# NEURAL MPC ROWS GO HERE.
-# Return Case(...) entries like those of classical_cases(), e.g. MPC on a ResidualModel (the
-# nominal model plus a trained residual network) for CartPole and Pendulum:
-#
-#     Case("neural MPC ltv", CARTPOLE, "H=20, MLP 64x64",
-#          lambda env: NeuralMPC(...)),
-#
-# The table then reports them next to the classical rows (the target: <= 5 ms per step at
-# B = 1 with --threads 2).
-# ------------------------------------------------------------------------------------------------
 def neural_mpc_cases() -> list[Case]:
-    """Rows for neural MPC (none yet)."""
-    return []
+    """Neural MPC: the nominal model plus a residual MLP (32, 32) with its linear path.
+
+    The residual is untrained here (its output layers start at zero): the latency does not
+    depend on the weights' values, only on the network's size, the horizon and the planner.
+    """
+
+    def neural(env: Any, horizon: int, **kwargs: Any) -> NeuralMPC:
+        model = ResidualModel(env.nominal_model, hidden=(32, 32))
+        return NeuralMPC(model, env.cost, horizon, input_bounds=_bounds(env), **kwargs)
+
+    return [
+        Case("neural MPC ltv (EKF on f̂)", LINEAR, "H=20, MLP 32x32", lambda env: neural(env, 20)),
+        Case("neural MPC ltv (EKF on f̂)", CARTPOLE, "H=20, MLP 32x32", lambda env: neural(env, 20)),
+        Case(
+            "neural MPC mppi (EKF on f̂)",
+            PENDULUM,
+            "H=30, K=256, MLP 32x32",
+            lambda env: neural(env, 30, solver="mppi", seed=0, cost_state=env.env.cost_state),
+        ),
+    ]
 
 
 def time_predict(case: Case, num_envs: int, steps: int, warmup: int, seed: int = 0) -> np.ndarray:
@@ -182,7 +187,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--steps", type=int, default=300, help="timed steps at B = 1")
     parser.add_argument("--warmup", type=int, default=30, help="untimed steps before timing")
     parser.add_argument("--batch", type=int, default=100, help="B of the throughput column")

@@ -430,6 +430,46 @@ def build_learned_noise_lqg(ctx: BuildContext) -> LQG:
     return _learned_lqg(ctx, "learned-noise")
 
 
+def _rl(ctx: BuildContext, algo: str) -> Any:
+    """A Stable-Baselines3 policy trained on the scenario (or loaded from the cache)."""
+    from ..controllers import RLController
+    from ..training import train_rl
+
+    cfg = dict(ctx.method.config) if ctx.method is not None else {}
+    observation = str(cfg.get("observation", "estimate"))
+
+    def build() -> Any:
+        ctrl, info = train_rl(
+            ctx.scenario.env_id,
+            algo,
+            cfg.get("total_timesteps"),
+            observation=observation,
+            seed=ctx.seed,
+            env_kwargs=ctx.scenario.make_kwargs(),
+            progress=False,
+        )
+        ctx.train_info.update(env_steps=int(info["env_steps"]), train_s=float(info["wall_s"]))
+        return ctrl
+
+    def save(ctrl: Any, folder: Path) -> None:
+        ctrl.save(folder / "policy.zip")
+
+    def load(folder: Path) -> Any:
+        return RLController.load(folder / "policy.zip", ctx.env.nominal_model)
+
+    return ctx.cached(build, save, load)
+
+
+def build_ppo(ctx: BuildContext) -> Any:
+    """PPO (Stable-Baselines3) on the nominal filter's estimates, hyperparameters per env."""
+    return _rl(ctx, "ppo")
+
+
+def build_sac(ctx: BuildContext) -> Any:
+    """SAC (Stable-Baselines3) on the nominal filter's estimates, hyperparameters per env."""
+    return _rl(ctx, "sac")
+
+
 for _method in (
     Method(
         "lqg-oracle",
@@ -514,6 +554,20 @@ for _method in (
         "LQG on the nominal model with KalmanNet as the estimator, trained in closed loop",
         regulates_the_origin,
         config={"episodes": 100, "T": 100, "fit_steps": 300, "exploration_std": 0.1},
+    ),
+    Method(
+        "ppo",
+        build_ppo,
+        "PPO (Stable-Baselines3) observing the nominal KF/EKF estimate; long training",
+        has_inputs,
+        config={"observation": "estimate"},
+    ),
+    Method(
+        "sac",
+        build_sac,
+        "SAC (Stable-Baselines3) observing the nominal KF/EKF estimate; long training",
+        has_inputs,
+        config={"observation": "estimate"},
     ),
 ):
     register_method(_method)
