@@ -360,13 +360,13 @@ def build_neural_mpc(ctx: BuildContext) -> Any:
         ctrl, info = train_neural_mpc(
             ctx.scenario.env_id,
             horizon=horizon,
-            rounds=int(cfg.get("rounds", 2)),
+            rounds=int(cfg.get("rounds", 3)),
             episodes=int(cfg.get("episodes", 20)),
             steps=cfg.get("steps"),
             exploration_std=float(cfg.get("exploration_std", 0.05)),
             states=str(cfg.get("states", "privileged")),
             hidden=tuple(cfg.get("hidden", (32, 32))),
-            fit_steps=int(cfg.get("fit_steps", 800)),
+            fit_steps=int(cfg.get("fit_steps", 1500)),
             seed=ctx.seed,
             env_kwargs=ctx.scenario.make_kwargs(),
             mpc_kwargs={k: v for k, v in opts.items() if k != "input_bounds"},
@@ -376,10 +376,13 @@ def build_neural_mpc(ctx: BuildContext) -> Any:
         return ctrl.residual
 
     def save(model: Any, folder: Path) -> None:
-        save_checkpoint(model, folder / "residual.pt")
+        # the learned process covariance lives on the model's copy of the nominal model, which
+        # the checkpoint does not hold: keep it in the metadata
+        save_checkpoint(model, folder / "residual.pt", process_cov=model.process_cov.tolist())
 
     def load(folder: Path) -> Any:
-        return load_checkpoint(folder / "residual.pt", ResidualModel, nominal)[0]
+        model, meta = load_checkpoint(folder / "residual.pt", ResidualModel, nominal)
+        return model.replace(process_cov=meta["process_cov"])
 
     model = ctx.cached(build, save, load)
     model.eval()
@@ -534,9 +537,9 @@ for _method in (
             "horizon": 20,
             "swing_up_horizon": 30,
             "samples": 256,
-            "rounds": 2,
+            "rounds": 3,
             "episodes": 20,
-            "fit_steps": 800,
+            "fit_steps": 1500,
             "exploration_std": 0.05,
             "states": "privileged",
         },

@@ -4,7 +4,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .closed_loop import control_weight, learned_lqg
 from .datasets import env_rollouts, split, trajectories
 from .fit import FitResult, estimation_loss, fit
-from .neural_mpc import train_neural_mpc
+from .neural_mpc import prediction_error_cov, train_neural_mpc
 from .residual import Transitions, collect_transitions, fit_residual, one_step_mse
 from .rl import HYPERPARAMS, load_rl, train_rl
 
@@ -22,6 +22,7 @@ __all__ = [
     "load_checkpoint",
     "load_rl",
     "one_step_mse",
+    "prediction_error_cov",
     "save_checkpoint",
     "split",
     "train_neural_mpc",

@@ -126,3 +126,51 @@ def test_training_from_estimated_states_needs_no_privileged_labels() -> None:
 def test_bad_training_arguments(kwargs, match) -> None:
     with pytest.raises(ParameterError, match=match):
         train_neural_mpc(LINEAR, progress=False, **kwargs)
+
+
+def test_prediction_error_cov_of_the_true_model_is_its_process_noise() -> None:
+    """With an exact residual, the one-step errors are the process noise: their covariance
+    estimates process_cov. 4000 transitions: the relative standard error of each variance is
+    sqrt(2 / 4000) ≈ 2 %, so a 10 % tolerance leaves five standard errors."""
+    from kalmannet_ctrl.training import Transitions, prediction_error_cov
+
+    nominal, true, _, _ = linear_problem()
+    model = ResidualModel(nominal, hidden=())
+    with torch.no_grad():
+        model.linear_path.weight.copy_(torch.cat([true.A - nominal.A, true.B - nominal.B], 1))
+    g = torch.Generator().manual_seed(0)
+    traj = true.simulate(
+        40, 100, u=torch.randn(100, 40, 1, dtype=torch.float64, generator=g), generator=g
+    )
+    data = Transitions.from_trajectory(traj)
+    cov = prediction_error_cov(model, data)
+    torch.testing.assert_close(cov, true.process_cov, rtol=0.1, atol=0.1 * 0.01)
+    # the nominal model's errors also hold the model mismatch: a larger covariance (here by
+    # about 20 %, some ten standard errors of the trace)
+    wrong = prediction_error_cov(
+        ResidualModel(nominal, hidden=()), Transitions.from_trajectory(traj)
+    )
+    assert torch.trace(wrong) > 1.1 * torch.trace(true.process_cov)
+
+
+@pytest.mark.parametrize("learn", [True, False])
+def test_the_deployed_model_carries_the_learned_process_covariance(learn: bool) -> None:
+    ctrl, _ = train_neural_mpc(
+        LINEAR,
+        horizon=5,
+        rounds=1,
+        episodes=3,
+        steps=20,
+        fit_steps=3,
+        hidden=(4,),
+        learn_process_cov=learn,
+        progress=False,
+    )
+    cov = ctrl.residual.process_cov
+    assert torch.allclose(cov, cov.mT) and torch.linalg.eigvalsh(cov).min() > -1e-12
+    env_cov = gym.make(LINEAR).unwrapped.nominal_model.process_cov
+    if learn:
+        assert not torch.allclose(cov, env_cov)
+        assert ctrl.estimator.model is ctrl.residual  # the EKF runs on the deployed model
+    else:
+        torch.testing.assert_close(cov, env_cov)
