@@ -91,6 +91,19 @@ def learned_lqg(
         ``env_steps`` (training transitions), ``train_s`` (wall time of rollouts and training),
         ``fit`` (the :class:`~kalmannet_ctrl.training.FitResult`).
 
+    Notes
+    -----
+    The LQR stays the nominal model's, so a learned estimator can only remove the estimation
+    part of the mismatch. On LinearSystem-v0 that is nearly all of it (the nominal LQR acting on
+    the true model's Kalman filter costs 0.464 against the oracle's 0.459 and the nominal LQG's
+    0.759, exact average costs), and KalmanNet-LQG closes about 83 % of the gap in 100 seeded
+    episodes. On CartPole-v0 the same bound is 54 % (0.00977 against 0.00848 and 0.01127), and
+    the estimators trained here on closed-loop rollouts of 100 steps do worse than the nominal
+    filter in the 500-step episodes (−51 % for KalmanNet, −97 % for the learned-noise EKF): an
+    open problem (longer training rollouts, the distribution shift between the exploration
+    policy and the deployed controller, and the nominal EKF's tiny process noise are the
+    suspects).
+
     Raises
     ------
     ValueError

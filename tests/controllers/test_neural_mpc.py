@@ -174,3 +174,24 @@ def test_the_deployed_model_carries_the_learned_process_covariance(learn: bool) 
         assert ctrl.estimator.model is ctrl.residual  # the EKF runs on the deployed model
     else:
         torch.testing.assert_close(cov, env_cov)
+
+
+def test_stable_baselines3_evaluate_policy_runs_neural_mpc() -> None:
+    """Through SB3's evaluate_policy, on the same seeded episodes, the untrained neural MPC
+    returns what the nominal MPC returns."""
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    nominal, _, cost, bounds = linear_problem()
+    returns = []
+    for ctrl in (
+        NeuralMPC(ResidualModel(nominal, hidden=(4,)), cost, 10, input_bounds=bounds),
+        MPC(nominal, cost, 10, input_bounds=bounds),
+    ):
+        env = gym.make(LINEAR, max_episode_steps=30)
+        env.reset(seed=0)
+        episode_returns, lengths = evaluate_policy(
+            ctrl, env, n_eval_episodes=2, return_episode_rewards=True
+        )
+        assert lengths == [30, 30]
+        returns.append(episode_returns)
+    np.testing.assert_allclose(returns[0], returns[1], rtol=1e-5)
