@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .._validation import as_tensor, check_batch, shape_str
-from ..errors import DimensionError, NonFiniteError
+from ..errors import BatchSizeError, DimensionError, NonFiniteError
 from ..estimators.base import Estimator
 from ..estimators.extended import ExtendedKalmanFilter
 from ..estimators.kalman import KalmanFilter
@@ -32,6 +32,7 @@ __all__ = [
     "check_estimator",
     "episode_start_mask",
     "parse_input_bounds",
+    "resume_state",
 ]
 
 
@@ -276,3 +277,44 @@ def parse_input_bounds(input_bounds: Any, model: Any) -> tuple[Tensor, Tensor] |
             f"high = {high.tolist()}"
         )
     return low, high
+
+
+def resume_state(
+    state: Any,
+    expected: type,
+    batch_size: int,
+    mask: Tensor | None,
+    init: Any,
+    reset_rows: Any,
+) -> Any:
+    """The recurrent state to continue from, for controllers whose state has ``u_prev``.
+
+    ``None`` starts a batch (``init(batch_size)``); a state of another batch size is accepted
+    only when every row starts an episode (then a fresh batch begins); otherwise the rows
+    flagged in ``mask`` are reset with ``reset_rows(state, mask)``.
+
+    Raises
+    ------
+    TypeError
+        If ``state`` is not None or an instance of ``expected``.
+    BatchSizeError
+        If the batch size changed while some rows continue their episodes.
+    """
+    if state is None:
+        return init(batch_size)
+    if not isinstance(state, expected):
+        raise TypeError(
+            f"state: expected the {expected.__name__} returned by the previous call (or None), "
+            f"found {type(state).__name__}"
+        )
+    if state.u_prev.shape[0] != batch_size:
+        if mask is None or not bool(mask.all()):
+            raise BatchSizeError(
+                f"observation: expected batch size {state.u_prev.shape[0]} (from state), "
+                f"found {batch_size}; pass state=None or reset every row (episode_start) to "
+                "start a new batch"
+            )
+        return init(batch_size)
+    if mask is not None:
+        return reset_rows(state, mask)
+    return state

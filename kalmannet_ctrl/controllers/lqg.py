@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .._validation import as_tensor, shape_str
-from ..errors import BatchSizeError, DimensionError
+from ..errors import DimensionError
 from ..estimators.base import Estimator
 from ..models.cost import QuadraticCost
 from ..models.linear import LinearGaussianModel
@@ -19,6 +19,7 @@ from .base import (
     check_estimator,
     episode_start_mask,
     parse_input_bounds,
+    resume_state,
 )
 from .lqr import LQR, check_design_inputs
 
@@ -183,30 +184,15 @@ class LQG:
         mask = episode_start_mask(episode_start, y.shape[0], device=self.model.device)
         return self._step(state, y, mask)
 
+    def _reset_rows(self, state: LQGState, mask: Tensor) -> LQGState:
+        est_state = self.estimator.reset(state.estimator_state, mask)
+        u_prev = torch.where(mask[:, None], torch.zeros_like(state.u_prev), state.u_prev)
+        return LQGState(est_state, u_prev)
+
     def _step(
         self, state: LQGState | None, y: Tensor, mask: Tensor | None
     ) -> tuple[Tensor, LQGState]:
-        B = y.shape[0]
-        if state is None:
-            state = self.init(B)
-        else:
-            if not isinstance(state, LQGState):
-                raise TypeError(
-                    "state: expected the LQGState returned by the previous call (or None), "
-                    f"found {type(state).__name__}"
-                )
-            if state.u_prev.shape[0] != B:
-                if mask is None or not bool(mask.all()):
-                    raise BatchSizeError(
-                        f"observation: expected batch size {state.u_prev.shape[0]} (from state), "
-                        f"found {B}; pass state=None or reset every row (episode_start) to start a "
-                        "new batch"
-                    )
-                state = self.init(B)
-            elif mask is not None:
-                est_state = self.estimator.reset(state.estimator_state, mask)
-                u_prev = torch.where(mask[:, None], torch.zeros_like(state.u_prev), state.u_prev)
-                state = LQGState(est_state, u_prev)
+        state = resume_state(state, LQGState, y.shape[0], mask, self.init, self._reset_rows)
         xhat, est_state = self.estimator.step(state.estimator_state, y, state.u_prev)
         u = self.lqr.action(xhat).to(dtype=self.model.dtype)
         if self.input_bounds is not None:

@@ -18,7 +18,6 @@ from .._validation import (
     shape_str,
 )
 from ..errors import (
-    BatchSizeError,
     DimensionError,
     NonFiniteError,
     NotAnEquilibriumError,
@@ -36,6 +35,7 @@ from .base import (
     check_estimator,
     episode_start_mask,
     parse_input_bounds,
+    resume_state,
 )
 from .lqr import LQR
 
@@ -517,31 +517,17 @@ class MPC:
         )
 
     # -- one step --------------------------------------------------------------------------------
+    def _reset_rows(self, state: MPCState, mask: Tensor) -> MPCState:
+        est_state = self.estimator.reset(state.estimator_state, mask)
+        u_prev = torch.where(mask[:, None], torch.zeros_like(state.u_prev), state.u_prev)
+        plan = torch.where(mask[:, None, None], self._initial_plan, state.plan)
+        return MPCState(est_state, u_prev, plan, state.trajectory)
+
     def _step(
         self, state: MPCState | None, y: Tensor, mask: Tensor | None, deterministic: bool
     ) -> tuple[Tensor, MPCState]:
         B = y.shape[0]
-        if state is None:
-            state = self.init(B)
-        else:
-            if not isinstance(state, MPCState):
-                raise TypeError(
-                    "state: expected the MPCState returned by the previous call (or None), "
-                    f"found {type(state).__name__}"
-                )
-            if state.u_prev.shape[0] != B:
-                if mask is None or not bool(mask.all()):
-                    raise BatchSizeError(
-                        f"observation: expected batch size {state.u_prev.shape[0]} (from state), "
-                        f"found {B}; pass state=None or reset every row (episode_start) to start a "
-                        "new batch"
-                    )
-                state = self.init(B)
-            elif mask is not None:
-                est_state = self.estimator.reset(state.estimator_state, mask)
-                u_prev = torch.where(mask[:, None], torch.zeros_like(state.u_prev), state.u_prev)
-                plan = torch.where(mask[:, None, None], self._initial_plan, state.plan)
-                state = MPCState(est_state, u_prev, plan, state.trajectory)
+        state = resume_state(state, MPCState, B, mask, self.init, self._reset_rows)
         xhat, est_state = self.estimator.step(state.estimator_state, y, state.u_prev)
         with torch.no_grad():
             xhat = xhat.detach()
