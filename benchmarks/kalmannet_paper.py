@@ -84,7 +84,17 @@ def settings() -> dict[str, Setting]:
             data_factor=5,
             batch_size=64,
         ),
-        "rotated": Setting("rotated", rot_nominal, rotate_dynamics(rot_nominal, 10.0), 20, 20, {}),
+        "rotated": Setting(
+            "rotated",
+            rot_nominal,
+            rotate_dynamics(rot_nominal, 10.0),
+            20,
+            20,
+            {},
+            # short sequences: as many training time steps as the T = 100 settings
+            data_factor=5,
+            batch_size=64,
+        ),
         "synthetic": Setting(
             "synthetic",
             syn_nominal,
@@ -184,7 +194,7 @@ def main() -> None:
         "--train",
         type=int,
         default=1000,
-        help="training trajectories (times the setting's data factor: 5 for linear-long)",
+        help="training trajectories (times the setting's data factor: 5 for the T = 20 settings)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
