@@ -180,6 +180,7 @@ def test_stable_baselines3_evaluate_policy_runs_neural_mpc() -> None:
     """Through SB3's evaluate_policy, on the same seeded episodes, the untrained neural MPC
     returns what the nominal MPC returns."""
     from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.monitor import Monitor
 
     nominal, _, cost, bounds = linear_problem()
     returns = []
@@ -187,7 +188,7 @@ def test_stable_baselines3_evaluate_policy_runs_neural_mpc() -> None:
         NeuralMPC(ResidualModel(nominal, hidden=(4,)), cost, 10, input_bounds=bounds),
         MPC(nominal, cost, 10, input_bounds=bounds),
     ):
-        env = gym.make(LINEAR, max_episode_steps=30)
+        env = Monitor(gym.make(LINEAR, max_episode_steps=30))
         env.reset(seed=0)
         episode_returns, lengths = evaluate_policy(
             ctrl, env, n_eval_episodes=2, return_episode_rewards=True

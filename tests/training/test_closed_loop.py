@@ -133,9 +133,10 @@ def test_kalmannet_lqg_on_the_true_model_is_near_the_lqg_optimum() -> None:
 
 def test_stable_baselines3_evaluate_policy_runs_kalmannet_lqg() -> None:
     from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.monitor import Monitor
 
     ctrl, _ = learned_lqg(LINEAR, "kalmannet", episodes=4, steps=20, fit_steps=1, progress=False)
-    env = gym.make(LINEAR, max_episode_steps=30)
+    env = Monitor(gym.make(LINEAR, max_episode_steps=30))
     env.reset(seed=0)
     returns, lengths = evaluate_policy(ctrl, env, n_eval_episodes=3, return_episode_rewards=True)
     assert lengths == [30, 30, 30] and all(np.isfinite(returns)) and max(returns) < 0
