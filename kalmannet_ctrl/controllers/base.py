@@ -31,6 +31,7 @@ __all__ = [
     "as_observation_batch",
     "check_estimator",
     "episode_start_mask",
+    "estimator_mean",
     "parse_input_bounds",
     "resume_state",
 ]
@@ -318,3 +319,22 @@ def resume_state(
     if mask is not None:
         return reset_rows(state, mask)
     return state
+
+
+def estimator_mean(state: Any, expected: type) -> Tensor:
+    """x̂_{t|t} of a controller state that holds an ``estimator_state`` with a ``mean`` tensor.
+
+    Raises
+    ------
+    TypeError
+        If ``state`` is not an ``expected`` instance or its estimator state has no ``mean``.
+    """
+    if not isinstance(state, expected):
+        raise TypeError(f"state: expected an {expected.__name__}, found {type(state).__name__}")
+    mean = getattr(state.estimator_state, "mean", None)
+    if not isinstance(mean, Tensor):
+        raise TypeError(
+            "state: the estimator's state has no 'mean' tensor holding the estimate, found "
+            f"{type(state.estimator_state).__name__}"
+        )
+    return mean

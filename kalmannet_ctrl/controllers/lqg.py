@@ -18,6 +18,7 @@ from .base import (
     as_observation_batch,
     check_estimator,
     episode_start_mask,
+    estimator_mean,
     parse_input_bounds,
     resume_state,
 )
@@ -142,15 +143,7 @@ class LQG:
         ------
         -> (B, n_x)
         """
-        if not isinstance(state, LQGState):
-            raise TypeError(f"state: expected an LQGState, found {type(state).__name__}")
-        mean = getattr(state.estimator_state, "mean", None)
-        if not isinstance(mean, Tensor):
-            raise TypeError(
-                "state: the estimator's state has no 'mean' tensor holding the estimate, found "
-                f"{type(state.estimator_state).__name__}"
-            )
-        return mean
+        return estimator_mean(state, LQGState)
 
     def step(
         self, state: LQGState | None, y: Any, episode_start: Any = None

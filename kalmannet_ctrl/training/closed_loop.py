@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 
 from .._validation import check_positive_float, check_positive_int
@@ -170,9 +169,8 @@ def learned_lqg(
     )
     est.eval()
     controller = LQG(design, cost, est, input_bounds=bounds)
-    T = data.y.shape[1]
     info = {
-        "env_steps": int(np.isfinite(data.y[..., 0].double().numpy()).sum()) if T else 0,
+        "env_steps": int(torch.isfinite(data.y[..., 0]).sum()),  # padding after an end is NaN
         "train_s": time.perf_counter() - start,
         "fit": record,
     }
