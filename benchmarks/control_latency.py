@@ -136,6 +136,21 @@ def classical_cases() -> list[Case]:
                 seed=0,
             ),
         ),
+        Case(
+            "MPC mppi (EKF)",
+            PENDULUM,
+            "H=30, K=256, float32 rollouts",
+            lambda env: MPC(
+                env.true_model,
+                env.cost,
+                30,
+                input_bounds=_bounds(env),
+                cost_state=env.env.cost_state,
+                solver="mppi",
+                seed=0,
+                rollout_dtype=torch.float32,
+            ),
+        ),
     ]
 
 
@@ -158,6 +173,19 @@ def neural_mpc_cases() -> list[Case]:
             PENDULUM,
             "H=30, K=256, MLP 32x32",
             lambda env: neural(env, 30, solver="mppi", seed=0, cost_state=env.env.cost_state),
+        ),
+        Case(
+            "neural MPC mppi (EKF on f̂)",
+            PENDULUM,
+            "H=30, K=256, MLP 32x32, float32 rollouts",
+            lambda env: neural(
+                env,
+                30,
+                solver="mppi",
+                seed=0,
+                cost_state=env.env.cost_state,
+                rollout_dtype=torch.float32,
+            ),
         ),
     ]
 

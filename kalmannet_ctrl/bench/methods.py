@@ -324,7 +324,12 @@ def _mpc_options(ctx: BuildContext) -> dict[str, Any]:
     cfg = dict(ctx.method.config) if ctx.method is not None else {}
     opts: dict[str, Any] = {"input_bounds": (env.action_space.low, env.action_space.high)}
     if not regulates_the_origin(env):
-        opts.update(solver="mppi", samples=int(cfg.get("samples", 256)), seed=ctx.seed)
+        opts.update(
+            solver="mppi",
+            samples=int(cfg.get("samples", 256)),
+            seed=ctx.seed,
+            rollout_dtype=getattr(torch, str(cfg.get("rollout_dtype", "float64"))),
+        )
     hook = env_cost_state(env)
     if hook is not None:
         opts["cost_state"] = hook
@@ -464,12 +469,14 @@ def _rl(ctx: BuildContext, algo: str) -> Any:
 
 
 def build_ppo(ctx: BuildContext) -> Any:
-    """PPO (Stable-Baselines3) on the nominal filter's estimates, hyperparameters per env."""
+    """PPO (Stable-Baselines3), hyperparameters per env; it observes what the method's config
+    ``observation`` says: the nominal filter's estimates (default) or a measurement history."""
     return _rl(ctx, "ppo")
 
 
 def build_sac(ctx: BuildContext) -> Any:
-    """SAC (Stable-Baselines3) on the nominal filter's estimates, hyperparameters per env."""
+    """SAC (Stable-Baselines3), hyperparameters per env; it observes what the method's config
+    ``observation`` says: the nominal filter's estimates (default) or a measurement history."""
     return _rl(ctx, "sac")
 
 
@@ -526,7 +533,12 @@ for _method in (
         build_mpc_nominal,
         "MPC on the nominal model (QP, sequential linearization, or MPPI for a swing-up)",
         has_inputs,
-        config={"horizon": 20, "swing_up_horizon": 30, "samples": 256},
+        config={
+            "horizon": 20,
+            "swing_up_horizon": 30,
+            "samples": 256,
+            "rollout_dtype": "float32",
+        },
     ),
     Method(
         "neural-mpc",
@@ -537,6 +549,7 @@ for _method in (
             "horizon": 20,
             "swing_up_horizon": 30,
             "samples": 256,
+            "rollout_dtype": "float32",
             "rounds": 3,
             "episodes": 20,
             "fit_steps": 1500,
@@ -571,6 +584,20 @@ for _method in (
         "SAC (Stable-Baselines3) observing the nominal KF/EKF estimate; long training",
         has_inputs,
         config={"observation": "estimate"},
+    ),
+    Method(
+        "ppo-measurement",
+        build_ppo,
+        "PPO (Stable-Baselines3) observing the last measurements (history of 4); long training",
+        has_inputs,
+        config={"observation": "measurement"},
+    ),
+    Method(
+        "sac-measurement",
+        build_sac,
+        "SAC (Stable-Baselines3) observing the last measurements (history of 4); long training",
+        has_inputs,
+        config={"observation": "measurement"},
     ),
 ):
     register_method(_method)

@@ -24,7 +24,7 @@ from ..errors import (
     ParameterError,
 )
 from ..estimators.base import Estimator
-from ..models.base import NonlinearModel, SystemModel
+from ..models.base import SystemModel, one_pass_jacobians
 from ..models.cost import QuadraticCost
 from ..models.linear import LinearGaussianModel
 from ..models.linearize import linearize
@@ -182,6 +182,14 @@ class MPC:
     max_qp_iterations : int, optional
         Cap on the QP iterations per solve (default 50 + 4 H n_u); a RuntimeWarning is issued
         and the best feasible plan used when it is reached.
+    rollout_dtype : torch.dtype, optional
+        MPPI: the dtype of the sampled rollouts and their costs (default: the model's).
+        ``torch.float32`` halves the arithmetic of MPPI's inner loop (the network layers of a
+        :class:`~kalmannet_ctrl.models.ResidualModel` take about half the time); the sample
+        weights depend on cost differences far above float32's resolution. The plan and the
+        action stay in the model's dtype. The model's ``f`` must compute in that dtype (the
+        library's pendulum and cart-pole models and ResidualModel do; a LinearGaussianModel,
+        whose matrices are float64, does not), else ParameterError.
 
     Attributes
     ----------
@@ -260,6 +268,7 @@ class MPC:
         seed: int | None = None,
         generator: torch.Generator | None = None,
         max_qp_iterations: int | None = None,
+        rollout_dtype: torch.dtype | None = None,
     ) -> None:
         _check_model_and_cost(model, cost)
         self.model = model
@@ -312,7 +321,11 @@ class MPC:
             low, high = self.input_bounds
             self._lo, self._hi = low.repeat(H), high.repeat(H)
             self._initial_plan = torch.zeros(H, m, **to).clamp(low, high)
-        self._joint_jacobians = _own_f_and_jacobians(model)
+        self.rollout_dtype = _check_rollout_dtype(rollout_dtype, model, self.solver)
+        self._cast: dict[torch.dtype, _Weights] = {
+            dtype: _Weights(self._W, self._R, self.input_bounds, self.noise_std)
+        }
+        self._joint_jacobians = one_pass_jacobians(model)
         if self.solver == "qp":
             self._condense_linear()
 
@@ -716,14 +729,15 @@ class MPC:
     ) -> tuple[Tensor, Tensor, int]:
         B, Hh, m = mean.shape
         K = self.samples
-        mean = self._clip_plan(mean)
-        x_rep = x0.unsqueeze(1).expand(B, K, -1).reshape(B * K, -1)
+        dtype = self.model.dtype
+        rdtype = dtype if self.rollout_dtype is None else self.rollout_dtype
+        mean = self._clip_plan(mean.to(rdtype))
+        noise_std = self._weights(rdtype).noise_std
+        x_rep = x0.to(rdtype).unsqueeze(1).expand(B, K, -1).reshape(B * K, -1)
         for _ in range(self.iterations):
-            noise = torch.randn(
-                B, K, Hh, m, dtype=mean.dtype, device=mean.device, generator=generator
-            )
+            noise = torch.randn(B, K, Hh, m, dtype=rdtype, device=mean.device, generator=generator)
             noise[:, 0] = 0.0  # the mean plan is one of the samples
-            U = self._clip_plan(mean.unsqueeze(1) + noise * self.noise_std)
+            U = self._clip_plan(torch.addcmul(mean.unsqueeze(1), noise, noise_std))
             X = self._rollout(x_rep, U.view(B * K, Hh, m)).view(B, K, Hh + 1, -1)
             costs = _finite(self._plan_cost(X, U))  # (B, K)
             weights = torch.softmax(-costs / self.temperature, dim=1)
@@ -733,7 +747,17 @@ class MPC:
         else:
             pick = torch.multinomial(weights, 1, generator=generator).squeeze(1)
             u = U[torch.arange(B, device=U.device), pick, 0]
-        return mean, u, self.iterations
+        return mean.to(dtype), u.to(dtype), self.iterations
+
+    def _weights(self, dtype: torch.dtype) -> _Weights:
+        """The cost weights, bounds and MPPI noise scale in ``dtype`` (cached)."""
+        if dtype not in self._cast:
+            base = self._cast[self.model.dtype]
+            bounds = None if base.bounds is None else tuple(b.to(dtype) for b in base.bounds)
+            self._cast[dtype] = _Weights(
+                base.W.to(dtype), base.R.to(dtype), bounds, base.noise_std.to(dtype)
+            )
+        return self._cast[dtype]
 
     # -- shared pieces ---------------------------------------------------------------------------
     def _rollout(self, x0: Tensor, U: Tensor) -> Tensor:
@@ -744,7 +768,7 @@ class MPC:
         if self.solver == "qp":
             X = x0 @ self._Phi.mT + U.reshape(U.shape[0], -1) @ self._Gamma.mT
             return torch.cat([x0.unsqueeze(1), X.view(x0.shape[0], self.horizon, -1)], 1)
-        f = self.model.f
+        f = self.model.rollout_step(x0.dtype)
         xs = [x0]
         x = x0
         for k in range(self.horizon):
@@ -765,18 +789,23 @@ class MPC:
         Shapes: X (..., H + 1, n_x), U (..., H, n_u) -> (...).
         """
         E = self._cost_x(X[..., 1:, :])
-        state = torch.einsum("...hi,hij,...hj->...", E, self._W, E)
-        return state + torch.einsum("...hi,ij,...hj->...", U, self._R, U)
+        w = self._weights(X.dtype)
+        # stages 1 … H−1 weigh Q, the last P: (E W) ⊙ E summed beats einsum here (MPPI's
+        # (B, K, H, n) costs)
+        Q, P = w.W[0], w.W[-1]
+        stages, last = E[..., :-1, :], E[..., -1, :]
+        cost = ((stages @ Q) * stages).sum((-1, -2)) + ((last @ P) * last).sum(-1)
+        return cost + ((U @ w.R) * U).sum((-1, -2))
 
     def _stage_state_cost(self, x: Tensor) -> Tensor:
         e = self._cost_x(x)
         return torch.einsum("...i,ij,...j->...", e, self._Q, e)
 
     def _clip_plan(self, U: Tensor) -> Tensor:
-        if self.input_bounds is None:
+        bounds = self._weights(U.dtype).bounds
+        if bounds is None:
             return U
-        low, high = self.input_bounds
-        return torch.minimum(torch.maximum(U, low), high)
+        return torch.minimum(torch.maximum(U, bounds[0]), bounds[1])
 
     def _check_converged(self, converged: Tensor) -> None:
         if not bool(converged.all()):
@@ -790,6 +819,43 @@ class MPC:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+class _Weights(NamedTuple):
+    """Stage weights W (H, n_x, n_x), R (n_u, n_u), bounds and MPPI noise std in one dtype."""
+
+    W: Tensor
+    R: Tensor
+    bounds: tuple[Tensor, Tensor] | None
+    noise_std: Tensor
+
+
+def _check_rollout_dtype(dtype: Any, model: SystemModel, solver: str) -> torch.dtype | None:
+    """``rollout_dtype`` checked: a floating dtype the model's f computes in, for "mppi"."""
+    if dtype is None:
+        return None
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"rollout_dtype: expected a floating torch.dtype, found {dtype!r}")
+    if solver != "mppi":
+        raise ParameterError(
+            f"rollout_dtype: only solver='mppi' rolls out samples, found solver={solver!r}"
+        )
+    x = torch.zeros(1, model.n_x, dtype=dtype, device=model.device)
+    u = torch.zeros(1, model.n_u, dtype=dtype, device=model.device)
+    try:
+        with torch.no_grad():
+            out_dtype = model.f(x, u).dtype
+    except RuntimeError as exc:
+        raise ParameterError(
+            f"rollout_dtype: the model's f fails on {dtype} inputs ({exc}); use the model's "
+            f"dtype {model.dtype}"
+        ) from exc
+    if out_dtype != dtype:
+        raise ParameterError(
+            f"rollout_dtype: the model's f returns {out_dtype} for {dtype} inputs (it holds "
+            f"{model.dtype} tensors); use the model's dtype"
+        )
+    return dtype
+
+
 def _condense(A: Tensor, Bm: Tensor, defects: Tensor) -> tuple[Tensor, Tensor]:
     """The linearized prediction δx_{k+1} = A_k δx_k + B_k δu_k + d_k, δx_0 = 0, condensed.
 
@@ -814,23 +880,6 @@ def _condense(A: Tensor, Bm: Tensor, defects: Tensor) -> tuple[Tensor, Tensor]:
         lower.view(b, Hh * n, Hh * n), rhs.view(b, Hh * n, N + 1), upper=False, unitriangular=True
     ).view(b, Hh, n, N + 1)
     return out[..., :N], out[..., N]
-
-
-def _own_f_and_jacobians(
-    model: SystemModel,
-) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]] | None:
-    """The model's ``f_and_jacobians`` when it is its own one-pass implementation, not the
-    generic default (f plus two automatic-differentiation Jacobians)."""
-    method = getattr(type(model), "f_and_jacobians", None)
-    if method is None or method is getattr(SystemModel, "f_and_jacobians", None):
-        return None
-    # a NonlinearModel has one only when it was given one
-    if (
-        method is getattr(NonlinearModel, "f_and_jacobians", None)
-        and getattr(model, "_f_and_jacs", None) is None
-    ):
-        return None
-    return model.f_and_jacobians
 
 
 def _finite(costs: Tensor) -> Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ..models.base import one_pass_jacobians
 from .base import GaussianFilter, joseph_update
 
 __all__ = ["ExtendedKalmanFilter"]
@@ -30,9 +31,13 @@ class ExtendedKalmanFilter(GaussianFilter):
 
     def _predict(self, mean: Tensor, cov: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
         m = self.model
-        F = m.f_jacobian(mean, u)
+        joint = one_pass_jacobians(m)
+        if joint is not None:  # f and F from one pass (the library's RK4 models, ResidualModel)
+            prior, F, _ = joint(mean, u)
+        else:
+            prior, F = m.f(mean, u), m.f_jacobian(mean, u)
         cov = F @ cov @ F.mT + m.process_cov
-        return m.f(mean, u), 0.5 * (cov + cov.mT)
+        return prior, 0.5 * (cov + cov.mT)
 
     def _update(self, mean: Tensor, cov: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         m = self.model

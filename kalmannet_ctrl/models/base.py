@@ -22,7 +22,7 @@ from torch import Tensor
 from .._validation import as_tensor, check_covariance, check_finite, check_positive_int, check_shape
 from ..errors import DimensionError
 
-__all__ = ["NonlinearModel", "SystemModel", "Trajectory", "psd_sqrt"]
+__all__ = ["NonlinearModel", "SystemModel", "Trajectory", "one_pass_jacobians", "psd_sqrt"]
 
 
 class Trajectory(NamedTuple):
@@ -198,6 +198,18 @@ class SystemModel(abc.ABC):
         x : (B, n_x), u : (B, n_u) or None -> ((B, n_x), (B, n_x, n_x), (B, n_x, n_u))
         """
         return self.f(x, u), self.f_jacobian(x, u), self.input_jacobian(x, u)
+
+    def rollout_step(self, dtype: torch.dtype | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+        """The transition f(x, u) as a function for many calls in a loop without gradients
+        (MPC's rollouts; ``u`` is required). Models with per-call set-up (such as a learned
+        model's folded weights) do it once here; by default it is :meth:`f` itself. ``dtype``
+        is the dtype of the inputs the function will get (default: the model's).
+
+        Shapes
+        ------
+        step(x (B, n_x), u (B, n_u)) -> (B, n_x)
+        """
+        return self.f
 
     def jacobians(self, x: Tensor, u: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(df/dx at (x, u), dh/dx at x).
@@ -455,6 +467,9 @@ class NonlinearModel(SystemModel):
     def h(self, x: Tensor) -> Tensor:
         return self._h(x)
 
+    def rollout_step(self, dtype: torch.dtype | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+        return self._f
+
     def f_jacobian(self, x: Tensor, u: Tensor | None = None) -> Tensor:
         if self._f_jac is not None:
             return self._f_jac(x, self._input(u, x))
@@ -495,3 +510,18 @@ class NonlinearModel(SystemModel):
             "f_and_jacobians": self._f_and_jacs,
             **super()._constructor_args(),
         }
+
+
+def one_pass_jacobians(
+    model: SystemModel,
+) -> Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor, Tensor]] | None:
+    """The model's ``f_and_jacobians`` when it is its own one-pass implementation (f, df/dx and
+    df/du sharing their work), not the generic default (f plus two separate Jacobians); None
+    otherwise. Estimators and planners use it to avoid evaluating f twice."""
+    method = getattr(type(model), "f_and_jacobians", None)
+    if method is None or method is SystemModel.f_and_jacobians:
+        return None
+    # a NonlinearModel has one only when it was given one
+    if method is NonlinearModel.f_and_jacobians and getattr(model, "_f_and_jacs", None) is None:
+        return None
+    return model.f_and_jacobians

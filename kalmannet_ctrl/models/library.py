@@ -514,37 +514,57 @@ def pendulum(
     measurement_std = _real(measurement_std, "measurement_std", minimum=0.0, strict=True)
     inertia = m * l * l
 
-    def dynamics(x: Tensor, u: Tensor) -> Tensor:
-        theta, omega = x.unbind(-1)
-        acc = (m * g * l * torch.sin(theta) - b * omega + u[..., 0]) / inertia
-        return torch.stack([omega, acc], dim=-1)
+    def acceleration(theta: Tensor, omega: Tensor, torque: Tensor) -> Tensor:
+        # (m g l sin θ − b θ̇ + τ) / (m l²) in four operations
+        acc = torch.sin(theta).mul_(g / l)
+        return acc.add_(omega, alpha=-b / inertia).add_(torque, alpha=1.0 / inertia)
 
-    def partials(x: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        # (dynamics(x, u), ∂φ/∂x (.., 2, 2), ∂φ/∂u (.., 2, 1)); φ by the same operations
+    def stages(x: Tensor, u: Tensor) -> tuple[Tensor, list[Tensor]]:
+        # the RK4 step on the columns θ, θ̇ (about half the tensor operations of the generic
+        # _rk4_step on stacked states: this is MPPI's inner loop) and the stage angles
         theta, omega = x.unbind(-1)
-        acc = (m * g * l * torch.sin(theta) - b * omega + u[..., 0]) / inertia
-        zero = torch.zeros_like(acc)
-        one = torch.ones_like(acc)
-        d_acc_d_theta = (m * g * l / inertia) * torch.cos(theta)
-        dphi_dx = torch.stack([zero, one, d_acc_d_theta, one * (-b / inertia)], -1)
-        dphi_du = torch.stack([zero, one * (1.0 / inertia)], -1)
-        return (
-            torch.stack([omega, acc], dim=-1),
-            dphi_dx.unflatten(-1, (2, 2)),
-            dphi_du.unsqueeze(-1),
+        torque = u[..., 0]
+        half = 0.5 * dt
+        a1 = acceleration(theta, omega, torque)
+        th2, om2 = torch.add(theta, omega, alpha=half), torch.add(omega, a1, alpha=half)
+        a2 = acceleration(th2, om2, torque)
+        th3, om3 = torch.add(theta, om2, alpha=half), torch.add(omega, a2, alpha=half)
+        a3 = acceleration(th3, om3, torque)
+        th4, om4 = torch.add(theta, om3, alpha=dt), torch.add(omega, a3, alpha=dt)
+        a4 = acceleration(th4, om4, torque)
+        d_theta = torch.add(omega, om2, alpha=2.0).add_(om3, alpha=2.0).add_(om4)
+        d_omega = torch.add(a1, a2, alpha=2.0).add_(a3, alpha=2.0).add_(a4)
+        x_next = torch.stack(
+            [theta.add(d_theta, alpha=dt / 6.0), omega.add(d_omega, alpha=dt / 6.0)], -1
         )
+        return x_next, [theta, th2, th3, th4]
+
+    def partials(thetas: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        # (∂φ/∂x (.., 2, 2), ∂φ/∂u (.., 2, 1)) at the stage angles, φ = (θ̇, θ̈):
+        # ∂θ̈/∂θ = g cos θ / l, ∂θ̈/∂θ̇ = −b / (m l²), ∂θ̈/∂τ = 1 / (m l²)
+        one = torch.ones_like(thetas[0])
+        zero = torch.zeros_like(one)
+        dphi_du = torch.stack([zero, one * (1.0 / inertia)], -1).unsqueeze(-1)
+        out = []
+        for theta in thetas:
+            d_acc_d_theta = (g / l) * torch.cos(theta)
+            dphi_dx = torch.stack([zero, one, d_acc_d_theta, one * (-b / inertia)], -1)
+            out.append((dphi_dx.unflatten(-1, (2, 2)), dphi_du))
+        return out
 
     def f(x: Tensor, u: Tensor) -> Tensor:
-        return _rk4_step(dynamics, x, u, dt)
+        return stages(x, u)[0]
 
     def f_and_jacobians(x: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        return _rk4_step_and_jacobians(partials, x, u, dt)
+        x_next, thetas = stages(x, u)
+        sens = partials(thetas)
+        return x_next, _rk4_state_jacobian(sens, x, dt), _rk4_input_jacobian(sens, dt)
 
     def f_jac(x: Tensor, u: Tensor) -> Tensor:
-        return _rk4_state_jacobian(_rk4_stages(partials, x, u, dt)[1], x, dt)
+        return _rk4_state_jacobian(partials(stages(x, u)[1]), x, dt)
 
     def u_jac(x: Tensor, u: Tensor) -> Tensor:
-        return _rk4_input_jacobian(_rk4_stages(partials, x, u, dt)[1], dt)
+        return _rk4_input_jacobian(partials(stages(x, u)[1]), dt)
 
     def h(x: Tensor) -> Tensor:
         return x[..., :1]
@@ -817,12 +837,23 @@ def _factory(
 def _rk4_step(
     dynamics: Callable[[Tensor, Tensor], Tensor], x: Tensor, u: Tensor, dt: float
 ) -> Tensor:
-    """One classical Runge-Kutta step of ẋ = dynamics(x, u) with u held constant."""
+    """One classical Runge-Kutta step of ẋ = dynamics(x, u) with u held constant.
+
+    Written with scaled additions (``torch.add(a, b, alpha=c)`` = a + c b), so that a step is
+    few tensor operations: at the batch sizes of MPPI rollouts their count, not arithmetic,
+    sets the time.
+    """
     k1 = dynamics(x, u)
-    k2 = dynamics(x + (0.5 * dt) * k1, u)
-    k3 = dynamics(x + (0.5 * dt) * k2, u)
-    k4 = dynamics(x + dt * k3, u)
-    return x + (dt / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+    k2 = dynamics(torch.add(x, k1, alpha=0.5 * dt), u)
+    k3 = dynamics(torch.add(x, k2, alpha=0.5 * dt), u)
+    k4 = dynamics(torch.add(x, k3, alpha=dt), u)
+    return _rk4_combine(x, k1, k2, k3, k4, dt)
+
+
+def _rk4_combine(x: Tensor, k1: Tensor, k2: Tensor, k3: Tensor, k4: Tensor, dt: float) -> Tensor:
+    """x + Δt/6 (k1 + 2 k2 + 2 k3 + k4)."""
+    slope = torch.add(k1, k2, alpha=2.0).add_(k3, alpha=2.0).add_(k4)
+    return torch.add(x, slope, alpha=dt / 6.0)
 
 
 Partials = Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
@@ -859,10 +890,10 @@ def _rk4_stages(
     """The RK4 step and (∂φ/∂x, ∂φ/∂u) at its four stage points (see above)."""
     half = 0.5 * dt
     k1, A1, G1 = partials(x, u)
-    k2, A2, G2 = partials(x + half * k1, u)
-    k3, A3, G3 = partials(x + half * k2, u)
-    k4, A4, G4 = partials(x + dt * k3, u)
-    x_next = x + (dt / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+    k2, A2, G2 = partials(torch.add(x, k1, alpha=half), u)
+    k3, A3, G3 = partials(torch.add(x, k2, alpha=half), u)
+    k4, A4, G4 = partials(torch.add(x, k3, alpha=dt), u)
+    x_next = _rk4_combine(x, k1, k2, k3, k4, dt)
     return x_next, [(A1, G1), (A2, G2), (A3, G3), (A4, G4)]
 
 

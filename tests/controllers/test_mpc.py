@@ -409,6 +409,57 @@ def test_mppi_with_many_samples_approaches_the_qp() -> None:
     assert np.all(sol.cost.numpy() >= qp.cost.numpy() - 1e-9)  # the QP is optimal
 
 
+def test_mppi_in_float32_finds_the_float64_optimum() -> None:
+    """rollout_dtype=float32 samples and rolls out in float32; with many samples both dtypes
+    converge to the same plan (the pendulum's balance from a tilt, bounds active), and the plan
+    and its cost come back in float64."""
+    env_cost = QuadraticCost(Q=np.diag([1.0, 0.1]), R=[[0.01]])
+    x = np.array([[0.4, -0.3], [-0.2, 0.5]])
+    sols = []
+    for dtype in (None, torch.float32):
+        mpc = MPC(
+            pendulum(),
+            env_cost,
+            10,
+            input_bounds=(-3.0, 3.0),
+            solver="mppi",
+            samples=4000,
+            iterations=15,
+            temperature=0.01,
+            noise_std=0.5,
+            seed=0,
+            rollout_dtype=dtype,
+        )
+        assert mpc.rollout_dtype == dtype
+        sols.append(mpc.solve(x))
+    ref, single = sols
+    assert single.plan.dtype == single.cost.dtype == torch.float64
+    np.testing.assert_allclose(single.plan[:, 0].numpy(), ref.plan[:, 0].numpy(), atol=0.05)
+    np.testing.assert_allclose(single.cost.numpy(), ref.cost.numpy(), rtol=0.01)
+    # the float32 rollout is the float64 one to float32 precision
+    mpc = MPC(pendulum(), env_cost, 10, solver="mppi", rollout_dtype=torch.float32)
+    U = torch.linspace(-1.0, 1.0, 10, dtype=torch.float64).view(1, 10, 1).expand(2, -1, -1)
+    x0 = torch.as_tensor(x)
+    X64 = mpc._rollout(x0, U)
+    X32 = mpc._rollout(x0.float(), U.float())
+    assert X32.dtype == torch.float32
+    np.testing.assert_allclose(X32.double().numpy(), X64.numpy(), rtol=1e-5, atol=1e-5)
+    c64, c32 = mpc._plan_cost(X64, U), mpc._plan_cost(X32, U.float())
+    assert c32.dtype == torch.float32
+    np.testing.assert_allclose(c32.double().numpy(), c64.numpy(), rtol=1e-5)
+
+
+def test_rollout_dtype_errors() -> None:
+    cost = QuadraticCost(Q=np.eye(2), R=[[0.1]])
+    with pytest.raises(ParameterError, match="rollout_dtype"):  # float64 matrices
+        MPC(plant(), plant_cost(), 5, solver="mppi", rollout_dtype=torch.float32)
+    with pytest.raises(ParameterError, match="rollout_dtype"):  # no sampled rollouts
+        MPC(pendulum(), cost, 5, solver="ltv", rollout_dtype=torch.float32)
+    for bad in (torch.int32, "float32", np.float32):
+        with pytest.raises(TypeError, match="rollout_dtype"):
+            MPC(pendulum(), cost, 5, solver="mppi", rollout_dtype=bad)
+
+
 def test_warm_start_tracks_the_converged_solution() -> None:
     """Real-time iterations (one linearization per step) from the shifted plan stay close to a
     converged solver; thrown away at every step, the same single iteration does not. MPPI with
@@ -511,7 +562,8 @@ def test_cartpole_stays_up(solver: str) -> None:
 
 
 @pytest.mark.slow
-def test_mppi_swings_the_pendulum_up() -> None:
+@pytest.mark.parametrize("rollout_dtype", [None, torch.float32])
+def test_mppi_swings_the_pendulum_up(rollout_dtype: torch.dtype | None) -> None:
     venv = gym.make_vec("kalmannet_ctrl/Pendulum-v0", num_envs=2)
     env = venv.unwrapped
     ctrl = MPC(
@@ -522,6 +574,7 @@ def test_mppi_swings_the_pendulum_up() -> None:
         cost_state=env.env.cost_state,
         solver="mppi",
         seed=0,
+        rollout_dtype=rollout_dtype,
     )
     obs, _ = venv.reset(seed=0)
     state, start, costs = None, np.ones(2, dtype=bool), []

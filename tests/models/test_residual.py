@@ -64,6 +64,8 @@ def test_untrained_model_is_the_nominal_model_exactly(name: str) -> None:
     assert torch.equal(model.f(x, u), nominal.f(x, u))
     assert torch.equal(model.f(x), nominal.f(x))  # zero input
     assert torch.equal(model(x, u), nominal.f(x, u))  # nn.Module call
+    with torch.no_grad():  # the folded network of MPC's rollouts
+        assert torch.equal(model.f(x, u), nominal.f(x, u))
     assert torch.equal(model.h(x), nominal.h(x))
     assert torch.equal(model.f_jacobian(x, u), nominal.f_jacobian(x, u))
     assert torch.equal(model.input_jacobian(x, u), nominal.input_jacobian(x, u))
@@ -263,3 +265,86 @@ def test_f_and_jacobians_on_every_kind_of_nominal_model(name: str) -> None:
         torch.testing.assert_close(
             B, SystemModel.input_jacobian(model, x, u), rtol=1e-10, atol=1e-12
         )
+
+
+# -- the folded network used without gradients (MPC's rollouts) ------------------------------------
+@pytest.mark.parametrize(
+    ("activation", "hidden", "linear"),
+    [
+        ("tanh", (16, 8), True),
+        ("tanh", (12,), False),
+        ("relu", (16, 8), True),
+        ("silu", (16,), True),
+        ("tanh", (), True),
+    ],
+)
+@pytest.mark.parametrize("name", ["pendulum", "cartpole"])
+def test_folded_network_equals_the_layers(name: str, activation: str, hidden, linear) -> None:
+    """Without gradients f̂ runs on :meth:`inference_weights` (normalisation, output scale, the
+    affine path and tanh = 2σ(2·) − 1 folded in); it must equal the layer-by-layer network."""
+    nominal = NOMINALS[name]()
+    net = ResidualModel(
+        nominal, hidden=hidden, activation=activation, linear=linear, generator=gen()
+    )
+    model = randomized(net, 3)
+    x, u = inputs(nominal, 33, seed=4)
+    layered = nominal.f(x, u) + model.residual(x, u)  # gradients on: the layers
+    assert layered.requires_grad
+    with torch.no_grad():
+        folded = model.f(x, u)
+        folded_zero_u = model.f(x)
+        batched = model.f(x.view(3, 11, -1), u.view(3, 11, -1))  # leading dimensions
+    torch.testing.assert_close(folded, layered.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        folded_zero_u, (nominal.f(x) + model.residual(x)).detach(), rtol=1e-12, atol=1e-12
+    )
+    torch.testing.assert_close(batched, folded.view(3, 11, -1), rtol=0, atol=1e-13)
+    # float32 weights for float32 inputs (MPC's rollout_dtype), to float32 precision
+    with torch.no_grad():
+        single = model.f(x.float(), u.float())
+    assert single.dtype == torch.float32
+    torch.testing.assert_close(single.double(), folded, rtol=1e-4, atol=1e-4)
+
+
+def test_folded_weights_follow_every_change_of_the_parameters() -> None:
+    """The folded weights are cached; in-place updates (optimizer steps, load_state_dict,
+    set_normalization) and replaced parameters must all be seen."""
+    model = randomized(ResidualModel(pendulum(), hidden=(8,), generator=gen()), 1)
+    x, u = inputs(model, 5, seed=2)
+
+    def check() -> None:
+        with torch.no_grad():
+            folded = model.f(x, u)
+        torch.testing.assert_close(
+            folded, (model.nominal.f(x, u) + model.residual(x, u)).detach(), rtol=0, atol=1e-12
+        )
+
+    check()
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.residual(x, u).square().sum().backward()
+    opt.step()  # in place
+    check()
+    model.load_state_dict(saved)
+    check()
+    model.set_normalization(*inputs(model, 50, seed=3))
+    check()
+    model.mlp_head.weight = nn.Parameter(torch.ones_like(model.mlp_head.weight))  # replaced
+    check()
+    with torch.no_grad():
+        model.output_scale.mul_(3.0)  # a buffer
+    check()
+
+
+def test_rollout_step_is_f_with_the_weights_looked_up_once() -> None:
+    model = randomized(ResidualModel(pendulum(), hidden=(8, 8), generator=gen()), 5)
+    x, u = inputs(model, 6, seed=1)
+    with torch.no_grad():
+        step = model.rollout_step()
+        torch.testing.assert_close(step(x, u), model.f(x, u), rtol=0, atol=1e-14)
+        step32 = model.rollout_step(torch.float32)
+        assert step32(x.float(), u.float()).dtype == torch.float32
+    # with gradients on it is the differentiable f: θ gets gradients
+    model.rollout_step()(x, u).sum().backward()
+    assert model.mlp_head.weight.grad is not None
+    assert float(model.mlp_head.weight.grad.abs().sum()) > 0
