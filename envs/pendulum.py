@@ -6,6 +6,7 @@ import math
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
 from kalmannet_ctrl._validation import check_positive_float
 from kalmannet_ctrl.models import QuadraticCost, pendulum, set_parameters
@@ -153,8 +154,15 @@ class PendulumEnv(PartiallyKnownEnv):
         up = np.where(window, theta < self.success_angle, True).all(axis=1)
         return up & ~np.asarray(failed, dtype=bool)
 
-    def cost_state(self, x: np.ndarray) -> np.ndarray:
-        """The state with θ wrapped to [−π, π): the reward charges the distance to upright."""
+    def cost_state(self, x: Any) -> Any:
+        """The state with θ wrapped to [−π, π): the reward charges the distance to upright.
+
+        x (B, 2) -> (B, 2): a float64 NumPy array for an array; for a torch tensor, a tensor of
+        its dtype (so that MPC's cost on sampled rollouts stays in torch).
+        """
+        if isinstance(x, torch.Tensor):
+            theta = torch.remainder(x[..., :1] + math.pi, 2 * math.pi) - math.pi
+            return torch.cat([theta, x[..., 1:]], -1)
         out = np.array(x, dtype=np.float64, copy=True)
         out[:, 0] = np.mod(out[:, 0] + np.pi, 2 * np.pi) - np.pi
         return out

@@ -194,7 +194,7 @@ class MPC:
     Attributes
     ----------
     model, cost, horizon, estimator, solver, cost_state, iterations, line_search, samples,
-    temperature, noise_std, generator
+    temperature, noise_std, generator, rollout_dtype
     input_bounds : tuple of Tensor (n_u,), or None
     terminal_weight : Tensor, (n_x, n_x)
         P.

@@ -38,7 +38,10 @@ class NeuralMPC(MPC):
         small offset f̂(0, 0) is ignored rather than refused.
     **kwargs
         Every other keyword of :class:`MPC` (``input_bounds``, ``estimator``, ``solver``,
-        ``cost_state``, ``samples``, ``seed``, ...).
+        ``cost_state``, ``samples``, ``seed``, ``rollout_dtype``, ...). For MPPI,
+        ``rollout_dtype=torch.float32`` runs the sampled rollouts through the (folded) network
+        in float32, about 1.3× faster per step on the pendulum (the nominal model must compute
+        in float32 too: the library's pendulum and cart-pole do).
 
     Notes
     -----

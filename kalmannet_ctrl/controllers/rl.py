@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._validation import check_positive_int
+from .._validation import check_positive_float, check_positive_int
 from ..errors import (
     BatchSizeError,
     CheckpointError,
@@ -77,7 +77,7 @@ def require_sb3() -> Any:
     return stable_baselines3
 
 
-def default_estimator(model: SystemModel) -> Estimator:
+def default_estimator(model: SystemModel, process_cov_scale: float = 1.0) -> Estimator:
     """The estimator a policy gets by default: the Kalman filter of a linear Gaussian model,
     the extended Kalman filter otherwise.
 
@@ -85,9 +85,17 @@ def default_estimator(model: SystemModel) -> Estimator:
     ----------
     model : SystemModel
         Usually the environment's nominal model (``env.unwrapped.nominal_model``).
+    process_cov_scale : float, default 1
+        The filter runs on ``model`` with its process covariance multiplied by this (> 0): a
+        filter that trusts a misstated nominal model less follows the measurements more. On
+        ``Pendulum-v0`` the nominal EKF's velocity estimate lags the heavier, longer true
+        pendulum; see :data:`kalmannet_ctrl.training.rl.HYPERPARAMS`.
     """
     if not isinstance(model, SystemModel):
         raise TypeError(f"model: expected a SystemModel, found {type(model).__name__}")
+    scale = check_positive_float(process_cov_scale, "process_cov_scale")
+    if scale != 1.0:
+        model = model.replace(process_cov=model.process_cov * scale)
     if isinstance(model, LinearGaussianModel):
         return KalmanFilter(model)
     return ExtendedKalmanFilter(model)
@@ -472,6 +480,8 @@ class RLController:
         ``env.unwrapped.angle_measurements`` (``"measurement"``). Saved with the controller.
     nominal_model : SystemModel, optional
         The model the default estimator is built on (``env.unwrapped.nominal_model``).
+    process_cov_scale : float, default 1
+        Of the default estimator (:func:`default_estimator`); saved with the controller.
     obs_normalization : mapping, optional
         VecNormalize statistics ``{"mean", "var", "epsilon", "clip_obs"}`` (mean and var of
         shape (size,)): the observation becomes clip((o − mean)/sqrt(var + epsilon), ±clip_obs).
@@ -512,6 +522,7 @@ class RLController:
         include_covariance: bool = False,
         angles: Iterable[int] = (),
         nominal_model: SystemModel | None = None,
+        process_cov_scale: float = 1.0,
         obs_normalization: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
@@ -535,6 +546,7 @@ class RLController:
         n_u = int(model.action_space.shape[0])
         size = int(obs_space.shape[0])
         self.default_estimator = False
+        self.process_cov_scale = check_positive_float(process_cov_scale, "process_cov_scale")
         if mode == "estimate":
             if estimator is None:
                 if nominal_model is None:
@@ -542,7 +554,7 @@ class RLController:
                         "estimator: observation='estimate' needs an estimator or the "
                         "nominal_model to build the default one, found neither"
                     )
-                estimator = default_estimator(nominal_model)
+                estimator = default_estimator(nominal_model, process_cov_scale)
                 self.default_estimator = True
             n_y = _estimator_n_y(estimator)
             if n_y is None:
@@ -745,6 +757,7 @@ class RLController:
             "estimator": None
             if est is None
             else ("default" if self.default_estimator else type(est).__name__),
+            "estimator_process_cov_scale": self.process_cov_scale,
             "obs_normalization": None
             if norm is None
             else {
@@ -894,6 +907,7 @@ class RLController:
                 include_covariance=config["include_covariance"],
                 angles=config["angles"],
                 nominal_model=nominal,
+                process_cov_scale=config["estimator_process_cov_scale"],
                 obs_normalization=config["obs_normalization"],
                 metadata=config["metadata"],
             )
@@ -979,4 +993,10 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"path: {path} has an invalid 'angles' entry (expected ints)")
     config.setdefault("estimator", None)
     config.setdefault("obs_normalization", None)
+    scale = config.setdefault("estimator_process_cov_scale", 1.0)  # older sidecars: none
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        raise CheckpointError(
+            f"path: {path} has an invalid 'estimator_process_cov_scale' (expected a number > 0, "
+            f"found {scale!r})"
+        )
     return config

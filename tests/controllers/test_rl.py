@@ -38,7 +38,7 @@ from kalmannet_ctrl.errors import (  # noqa: E402
     NonFiniteError,
     ParameterError,
 )
-from kalmannet_ctrl.estimators import KalmanNet  # noqa: E402
+from kalmannet_ctrl.estimators import ExtendedKalmanFilter, KalmanNet  # noqa: E402
 from kalmannet_ctrl.training import HYPERPARAMS, load_rl, train_rl  # noqa: E402
 
 LINEAR = "kalmannet_ctrl/LinearSystem-v0"
@@ -373,6 +373,52 @@ def test_save_load_with_a_learned_estimator_and_normalization(tmp_path: Path) ->
     np.testing.assert_array_equal(_actions(loaded, y), _actions(ctrl, y))
 
 
+def test_default_estimator_with_a_process_cov_scale_round_trips(tmp_path: Path) -> None:
+    """The default estimator's process covariance factor is applied, saved and rebuilt."""
+    nominal = gym.make(PENDULUM).unwrapped.nominal_model
+    est = default_estimator(nominal, process_cov_scale=100.0)
+    assert isinstance(est, ExtendedKalmanFilter)
+    torch.testing.assert_close(est.model.process_cov, 100.0 * nominal.process_cov)
+    assert default_estimator(nominal).model is nominal  # factor 1: the model itself
+    model, _ = untrained(PENDULUM, "estimate")
+    ctrl = RLController(
+        model, observation="estimate", angles=(0,), nominal_model=nominal, process_cov_scale=100.0
+    )
+    torch.testing.assert_close(ctrl.estimator.model.process_cov, 100.0 * nominal.process_cov)
+    ctrl.save(tmp_path / "p")
+    assert json.loads((tmp_path / "p.json").read_text())["estimator_process_cov_scale"] == 100.0
+    loaded = RLController.load(tmp_path / "p", nominal)
+    assert loaded.process_cov_scale == 100.0
+    torch.testing.assert_close(loaded.estimator.model.process_cov, 100.0 * nominal.process_cov)
+    y = (np.pi + 0.1 * np.random.default_rng(3).standard_normal((2, 8, 1))).astype(np.float32)
+    np.testing.assert_array_equal(_actions(loaded, y), _actions(ctrl, y))
+    # the factor changes the estimates the policy sees, hence (generally) the actions
+    plain = RLController(model, observation="estimate", angles=(0,), nominal_model=nominal)
+    assert not np.array_equal(_actions(plain, y), _actions(ctrl, y))
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ParameterError, match="process_cov_scale"):
+            default_estimator(nominal, process_cov_scale=bad)
+    sidecar = json.loads((tmp_path / "p.json").read_text())
+    (tmp_path / "p.json").write_text(json.dumps({**sidecar, "estimator_process_cov_scale": -2}))
+    with pytest.raises(CheckpointError, match="estimator_process_cov_scale"):
+        RLController.load(tmp_path / "p", nominal)
+
+
+def test_train_rl_applies_the_tables_estimator_process_cov_scale() -> None:
+    ctrl, info = train_rl(
+        PENDULUM,
+        "sac",
+        70,
+        observation="estimate",
+        hyperparams={**TINY["sac"], "estimator_process_cov_scale": 30.0},
+        progress=False,
+    )
+    nominal = gym.make(PENDULUM).unwrapped.nominal_model
+    assert ctrl.default_estimator and ctrl.process_cov_scale == 30.0
+    torch.testing.assert_close(ctrl.estimator.model.process_cov, 30.0 * nominal.process_cov)
+    assert info["hyperparams"]["estimator_process_cov_scale"] == 30.0
+
+
 def test_sidecar_without_angles_loads_with_none(tmp_path: Path) -> None:
     """Sidecars written before the angle features: no angles (the policy saw raw values)."""
     raw = controller(PENDULUM, "measurement", history=2, angles=())
@@ -542,8 +588,58 @@ def test_train_rl_normalization_checkpoints_resume_and_load_rl(tmp_path: Path) -
     assert resumed.obs_normalization is not None
 
 
+def test_train_rl_keeps_the_policy_of_the_best_evaluation() -> None:
+    """With eval_every, the returned policy (and its observation normalization) is the one of
+    the best evaluation, not the last: compared with snapshots taken at each evaluation."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    snapshots: dict[int, tuple[dict[str, torch.Tensor], np.ndarray]] = {}
+
+    class Record(BaseCallback):  # runs before the evaluation of the same step
+        def _on_step(self) -> bool:
+            if self.num_timesteps % 128 == 0:
+                state = {k: v.clone() for k, v in self.model.policy.state_dict().items()}
+                snapshots[self.num_timesteps] = (state, self.training_env.obs_rms.mean.copy())
+            return True
+
+    hp = {**TINY["ppo"], "normalize": True}
+    ctrl, info = train_rl(
+        CARTPOLE,
+        "ppo",
+        640,
+        observation="estimate",
+        hyperparams=hp,
+        n_envs=1,
+        progress=False,
+        callback=Record(),
+        eval_every=128,
+        eval_episodes=2,
+        seed=1,  # its best evaluation is an early one (128 steps)
+    )
+    best = info["best_eval"]
+    assert best is not None and best["env_steps"] in snapshots
+    assert best["env_steps"] < 640
+    assert np.isfinite(best["mean_return"])
+    weights, obs_mean = snapshots[best["env_steps"]]
+    for key, value in ctrl.model.policy.state_dict().items():
+        assert torch.equal(value, weights[key]), key
+    np.testing.assert_array_equal(ctrl.obs_normalization["mean"], obs_mean)
+    last = snapshots[640][0]  # the last policy differs from the one returned
+    assert any(not torch.equal(v, last[k]) for k, v in ctrl.model.policy.state_dict().items())
+    with pytest.raises(ParameterError, match="eval_every"):
+        train_rl(CARTPOLE, "ppo", 64, eval_every=0)
+
+
 def test_hyperparams_table_holds_valid_sb3_arguments() -> None:
-    meta = {"n_envs", "n_timesteps", "normalize", "policy"}
+    meta = {
+        "n_envs",
+        "n_timesteps",
+        "normalize",
+        "policy",
+        "estimator_process_cov_scale",
+        "eval_every",
+        "eval_episodes",
+    }
     for (env_name, algo), params in HYPERPARAMS.items():
         cls = {"ppo": PPO, "sac": SAC}[algo]
         accepted = set(inspect.signature(cls.__init__).parameters)

@@ -215,6 +215,18 @@ def test_reward_is_minus_the_wrapped_angle_stage_cost() -> None:
     np.testing.assert_allclose(wrapped[:, 0], [0.1, math.pi - 0.1], atol=1e-12)
 
 
+def test_cost_state_on_tensors_matches_arrays() -> None:
+    """MPC's sampled rollouts call cost_state on tensors: same wrap, the tensor's dtype kept."""
+    env = PendulumEnv()
+    x = np.random.default_rng(0).uniform(-20.0, 20.0, size=(50, 2))
+    ref = env.cost_state(x)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        out = env.cost_state(torch.as_tensor(x, dtype=dtype))
+        assert isinstance(out, torch.Tensor) and out.dtype == dtype and out.shape == (50, 2)
+        np.testing.assert_allclose(out.double().numpy(), ref, atol=tol)
+        assert bool(((out[:, 0] >= -math.pi) & (out[:, 0] <= math.pi)).all())
+
+
 # -- physics: the motor is too weak to lift the pendulum, damping dissipates -------------------
 def test_the_torque_limit_is_below_the_gravity_torque() -> None:
     env = PendulumEnv()
