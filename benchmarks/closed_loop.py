@@ -9,13 +9,18 @@ between nominal LQG and the oracle that each method closes:
 
     closed = (cost(lqg-nominal) − cost(method)) / (cost(lqg-nominal) − cost(lqg-oracle)).
 
+``--rl`` adds the model-free policies (Stable-Baselines3 PPO and SAC, each observing the nominal
+filter's estimate and a history of measurements; hyperparameters and budgets from
+``kalmannet_ctrl.training.HYPERPARAMS``): about two hours of CPU more (one with two workers),
+most of it SAC.
+
 Trained artefacts and finished cells are cached in ``--output`` (rerun to resume; delete the
 folder to start over).
 
 Usage::
 
     python benchmarks/closed_loop.py [--scenarios linear cartpole pendulum] [--episodes 100]
-                                     [--methods ...] [--seed 0] [--workers 2]
+                                     [--methods ...] [--rl] [--seed 0] [--workers 2]
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ METHODS = (
     "learned-noise-lqg",
     "kalmannet-lqg",
 )
+RL_METHODS = ("ppo", "ppo-measurement", "sac", "sac-measurement")
 
 
 def gap_closed(results) -> list[tuple[str, str, float]]:
@@ -57,6 +63,7 @@ def main() -> None:
     )
     parser.add_argument("--scenarios", nargs="+", default=["linear", "cartpole", "pendulum"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--rl", action="store_true", help="add " + ", ".join(RL_METHODS))
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
@@ -64,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     results = compare(
         default_scenarios(args.scenarios),
-        [get_method(m) for m in args.methods],
+        [get_method(m) for m in args.methods + (list(RL_METHODS) if args.rl else [])],
         episodes=args.episodes,
         seed=args.seed,
         executor=LocalExecutor(args.workers),

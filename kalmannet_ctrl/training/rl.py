@@ -568,6 +568,7 @@ def train_rl(
                 **record,
                 "env_kwargs": _jsonable(env_kwargs),
                 "env_steps": int(model.num_timesteps),
+                "best_eval": best_eval,
             },
         )
         if root is not None:

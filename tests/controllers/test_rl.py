@@ -619,6 +619,7 @@ def test_train_rl_keeps_the_policy_of_the_best_evaluation() -> None:
     best = info["best_eval"]
     assert best is not None and best["env_steps"] in snapshots
     assert best["env_steps"] < 640
+    assert ctrl.metadata["best_eval"] == best  # saved with the policy
     assert np.isfinite(best["mean_return"])
     weights, obs_mean = snapshots[best["env_steps"]]
     for key, value in ctrl.model.policy.state_dict().items():
