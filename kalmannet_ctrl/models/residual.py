@@ -336,8 +336,7 @@ class ResidualModel(SystemModel, nn.Module):
         return by_dtype[dtype]
 
     def __getstate__(self) -> dict[str, Any]:
-        state = nn.Module.__getstate__(self) if hasattr(nn.Module, "__getstate__") else None
-        state = dict(self.__dict__ if state is None else state)
+        state = self.__dict__.copy()
         state.pop("_folded", None)  # a cache, rebuilt on first use
         return state
 
