@@ -477,6 +477,7 @@ def train_rl(
             venv = VecNormalize(venv, **norm_kwargs)
     algo_cls = getattr(sb3, algo.upper())
     policy = meta.get("policy", "MlpPolicy")
+    best: _BestPolicy | None = None
     try:
         if latest is not None:
             try:
@@ -495,7 +496,6 @@ def train_rl(
         callbacks: list[Any] = []
         if callback is not None:
             callbacks.extend(callback if isinstance(callback, (list, tuple)) else [callback])
-        best = None
         if eval_every is not None:
             best = _BestPolicy(
                 make_vec_env(make_env, n_envs=1, seed=seed + 10_000),
