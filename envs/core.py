@@ -395,6 +395,27 @@ class PartiallyKnownVectorEnv(VectorEnv):
     def mismatch(self) -> dict[str, float]:
         return self.env.mismatch
 
+    # the single env's task description, so that code written for one env scores a batch
+    @property
+    def task(self) -> str:
+        return self.env.task
+
+    @property
+    def angle_states(self) -> tuple[int, ...]:
+        return self.env.angle_states
+
+    @property
+    def angle_measurements(self) -> tuple[int, ...]:
+        return self.env.angle_measurements
+
+    def cost_state(self, x: np.ndarray) -> np.ndarray:
+        """As :meth:`PartiallyKnownEnv.cost_state` of the copies."""
+        return self.env.cost_state(x)
+
+    def succeeded(self, states: np.ndarray, lengths: np.ndarray, failed: np.ndarray) -> np.ndarray:
+        """As :meth:`PartiallyKnownEnv.succeeded` of the copies."""
+        return self.env.succeeded(states, lengths, failed)
+
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:

@@ -384,3 +384,21 @@ def test_success_excludes_failed_episodes(env_id: str) -> None:
     states = np.zeros((3, 11, env.true_model.n_x))
     ok = env.succeeded(states, np.array([10, 4, 10]), np.array([False, True, False]))
     assert ok.tolist() == [True, False, True]
+
+
+def test_vector_env_describes_its_task_like_the_single_env(env_id: str) -> None:
+    """task, angle components, cost_state and succeeded of the native vector env are its copies':
+    episodes run on a vector env are scored as the runner scores them (from the single env)."""
+    single = make_single(env_id).unwrapped
+    envs = make_native(env_id, 3).unwrapped
+    for name in ("task", "angle_states", "angle_measurements"):
+        assert getattr(envs, name) == getattr(single, name)
+    n_x = single.nominal_model.n_x
+    x = np.random.default_rng(0).uniform(-7.0, 7.0, size=(5, n_x))
+    np.testing.assert_array_equal(envs.cost_state(x), single.cost_state(x))
+    states = np.random.default_rng(1).normal(0.0, 0.3, size=(3, 11, n_x))
+    states[1, :, 0] += np.pi  # a pendulum hanging down; another state elsewhere
+    lengths, failed = np.array([10, 10, 6]), np.array([False, False, True])
+    np.testing.assert_array_equal(
+        envs.succeeded(states, lengths, failed), single.succeeded(states, lengths, failed)
+    )
