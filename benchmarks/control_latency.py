@@ -67,6 +67,16 @@ def classical_cases() -> list[Case]:
     def lqg_cartpole(env: Any) -> LQG:
         return LQG(linearize(env.true_model, np.zeros(4)), env.cost, input_bounds=_bounds(env))
 
+    def pendulum(env: Any, **kwargs: Any) -> MPC:  # the swing-up: H = 30, wrapped angle cost
+        return MPC(
+            env.true_model,
+            env.cost,
+            30,
+            input_bounds=_bounds(env),
+            cost_state=env.cost_state,
+            **kwargs,
+        )
+
     return [
         Case(
             "LQG (KF + LQR)",
@@ -110,46 +120,18 @@ def classical_cases() -> list[Case]:
                 env.true_model, env.cost, 20, input_bounds=_bounds(env), solver="mppi", seed=0
             ),
         ),
-        Case(
-            "MPC ltv (EKF)",
-            PENDULUM,
-            "H=30, 1 iteration",
-            lambda env: MPC(
-                env.true_model,
-                env.cost,
-                30,
-                input_bounds=_bounds(env),
-                cost_state=env.env.cost_state,
-            ),
-        ),
+        Case("MPC ltv (EKF)", PENDULUM, "H=30, 1 iteration", lambda env: pendulum(env)),
         Case(
             "MPC mppi (EKF)",
             PENDULUM,
             "H=30, K=256",
-            lambda env: MPC(
-                env.true_model,
-                env.cost,
-                30,
-                input_bounds=_bounds(env),
-                cost_state=env.env.cost_state,
-                solver="mppi",
-                seed=0,
-            ),
+            lambda env: pendulum(env, solver="mppi", seed=0),
         ),
         Case(
             "MPC mppi (EKF)",
             PENDULUM,
             "H=30, K=256, float32 rollouts",
-            lambda env: MPC(
-                env.true_model,
-                env.cost,
-                30,
-                input_bounds=_bounds(env),
-                cost_state=env.env.cost_state,
-                solver="mppi",
-                seed=0,
-                rollout_dtype=torch.float32,
-            ),
+            lambda env: pendulum(env, solver="mppi", seed=0, rollout_dtype=torch.float32),
         ),
     ]
 
@@ -165,6 +147,9 @@ def neural_mpc_cases() -> list[Case]:
         model = ResidualModel(env.nominal_model, hidden=(32, 32))
         return NeuralMPC(model, env.cost, horizon, input_bounds=_bounds(env), **kwargs)
 
+    def swing_up(env: Any, **kwargs: Any) -> NeuralMPC:
+        return neural(env, 30, solver="mppi", seed=0, cost_state=env.cost_state, **kwargs)
+
     return [
         Case("neural MPC ltv (EKF on f̂)", LINEAR, "H=20, MLP 32x32", lambda env: neural(env, 20)),
         Case("neural MPC ltv (EKF on f̂)", CARTPOLE, "H=20, MLP 32x32", lambda env: neural(env, 20)),
@@ -172,20 +157,13 @@ def neural_mpc_cases() -> list[Case]:
             "neural MPC mppi (EKF on f̂)",
             PENDULUM,
             "H=30, K=256, MLP 32x32",
-            lambda env: neural(env, 30, solver="mppi", seed=0, cost_state=env.env.cost_state),
+            lambda env: swing_up(env),
         ),
         Case(
             "neural MPC mppi (EKF on f̂)",
             PENDULUM,
             "H=30, K=256, MLP 32x32, float32 rollouts",
-            lambda env: neural(
-                env,
-                30,
-                solver="mppi",
-                seed=0,
-                cost_state=env.env.cost_state,
-                rollout_dtype=torch.float32,
-            ),
+            lambda env: swing_up(env, rollout_dtype=torch.float32),
         ),
     ]
 

@@ -39,7 +39,13 @@ from ..estimators.extended import ExtendedKalmanFilter
 from ..estimators.kalman import KalmanFilter
 from ..models.base import SystemModel
 from ..models.linear import LinearGaussianModel
-from .base import ObservationBatch, as_action, as_observation_batch, episode_start_mask
+from .base import (
+    ObservationBatch,
+    as_action,
+    as_observation_batch,
+    episode_start_mask,
+    estimator_mean,
+)
 
 __all__ = [
     "OBSERVATION_MODES",
@@ -630,15 +636,7 @@ class RLController:
         return self._estimate
 
     def _estimate(self, state: RLState) -> Tensor:
-        if not isinstance(state, RLState):
-            raise TypeError(f"state: expected an RLState, found {type(state).__name__}")
-        mean = getattr(state.estimator_state, "mean", None)
-        if not isinstance(mean, Tensor):
-            raise TypeError(
-                "state: the estimator's state has no 'mean' tensor holding the estimate, found "
-                f"{type(state.estimator_state).__name__}"
-            )
-        return mean
+        return estimator_mean(state, RLState)
 
     def _prepare(self, state: RLState | None, B: int, mask: Tensor | None) -> RLState:
         if state is None:
