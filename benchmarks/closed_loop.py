@@ -35,7 +35,9 @@ METHODS = (
     "lqg-nominal",
     "mpc-nominal",
     "neural-mpc",
+    "learned-noise-lqg-state",
     "learned-noise-lqg",
+    "kalmannet-lqg-state",
     "kalmannet-lqg",
 )
 RL_METHODS = ("ppo", "ppo-measurement", "sac", "sac-measurement")

@@ -394,6 +394,12 @@ def build_neural_mpc(ctx: BuildContext) -> Any:
     return NeuralMPC(model, ctx.env.cost, horizon, **opts)
 
 
+#: Data and state-error training of the LQG variants with a learned estimator (see
+#: :func:`~kalmannet_ctrl.training.learned_lqg`).
+_LEARNED_NOISE_LQG = {"episodes": 100, "T": 100, "fit_steps": 150, "exploration_std": 0.1}
+_KALMANNET_LQG = {"episodes": 100, "T": 100, "fit_steps": 300, "exploration_std": 0.1}
+
+
 def _learned_lqg(ctx: BuildContext, kind: str) -> Any:
     from ..training import learned_lqg, load_checkpoint, save_checkpoint
 
@@ -410,6 +416,9 @@ def _learned_lqg(ctx: BuildContext, kind: str) -> Any:
             steps=int(cfg.get("T", 100)),
             exploration_std=float(cfg.get("exploration_std", 0.1)),
             fit_steps=int(cfg.get("fit_steps", 300)),
+            closed_loop_steps=int(cfg.get("closed_loop_steps", 0)),
+            closed_loop_options=dict(cfg.get("closed_loop_options", {})),
+            simulator_fit_steps=int(cfg.get("simulator_fit_steps", 20000)),
             seed=ctx.seed,
             env_kwargs=ctx.scenario.make_kwargs(),
             progress=False,
@@ -429,7 +438,8 @@ def _learned_lqg(ctx: BuildContext, kind: str) -> Any:
 
 
 def build_kalmannet_lqg(ctx: BuildContext) -> LQG:
-    """LQG on the nominal model with KalmanNet as its estimator, trained on closed-loop data."""
+    """LQG on the nominal model with KalmanNet as its estimator, trained on closed-loop data
+    (config ``closed_loop_steps`` > 0: then fine-tuned on the closed-loop cost)."""
     return _learned_lqg(ctx, "kalmannet")
 
 
@@ -560,16 +570,36 @@ for _method in (
     Method(
         "learned-noise-lqg",
         build_learned_noise_lqg,
-        "LQG on the nominal model, KF/EKF with noise covariances learned in closed loop",
+        "LQG on the nominal model, KF/EKF noise covariances learned on closed-loop data, then "
+        "tuned on the closed-loop cost in a learned simulator",
         regulates_the_origin,
-        config={"episodes": 100, "T": 100, "fit_steps": 150, "exploration_std": 0.1},
+        config={
+            **_LEARNED_NOISE_LQG,
+            "closed_loop_steps": 100,
+            "closed_loop_options": {"lr": 1e-2},
+        },
     ),
     Method(
         "kalmannet-lqg",
         build_kalmannet_lqg,
-        "LQG on the nominal model with KalmanNet as the estimator, trained in closed loop",
+        "LQG on the nominal model with KalmanNet as the estimator, trained on closed-loop data, "
+        "then tuned on the closed-loop cost in a learned simulator",
         regulates_the_origin,
-        config={"episodes": 100, "T": 100, "fit_steps": 300, "exploration_std": 0.1},
+        config={**_KALMANNET_LQG, "closed_loop_steps": 300},
+    ),
+    Method(
+        "learned-noise-lqg-state",
+        build_learned_noise_lqg,
+        "learned-noise-lqg trained on the state error only (no closed-loop tuning)",
+        regulates_the_origin,
+        config=_LEARNED_NOISE_LQG,
+    ),
+    Method(
+        "kalmannet-lqg-state",
+        build_kalmannet_lqg,
+        "kalmannet-lqg trained on the state error only (no closed-loop tuning)",
+        regulates_the_origin,
+        config=_KALMANNET_LQG,
     ),
     Method(
         "ppo",

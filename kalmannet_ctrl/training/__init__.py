@@ -1,7 +1,7 @@
 """Training: datasets from models and environments, one fit loop, checkpoints."""
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .closed_loop import control_weight, learned_lqg
+from .closed_loop import closed_loop_cost, control_weight, fit_closed_loop, learned_lqg
 from .datasets import env_rollouts, split, trajectories
 from .fit import FitResult, estimation_loss, fit
 from .neural_mpc import prediction_error_cov, train_neural_mpc
@@ -12,11 +12,13 @@ __all__ = [
     "HYPERPARAMS",
     "FitResult",
     "Transitions",
+    "closed_loop_cost",
     "collect_transitions",
     "control_weight",
     "env_rollouts",
     "estimation_loss",
     "fit",
+    "fit_closed_loop",
     "fit_residual",
     "learned_lqg",
     "load_checkpoint",

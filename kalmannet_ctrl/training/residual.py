@@ -86,15 +86,23 @@ class Transitions(NamedTuple):
             raise DimensionError(f"parts: the transitions do not stack ({exc})") from exc
 
     @classmethod
-    def from_trajectory(cls, traj: Trajectory) -> Transitions:
-        """Every consecutive pair (x_t, u_t, x_{t+1}) of simulated trajectories.
+    def from_trajectory(cls, traj: Trajectory, mask: Any = None) -> Transitions:
+        """Every consecutive pair (x_t, u_t, x_{t+1}) of trajectories.
 
-        For trajectories without ends or gaps (e.g. from ``SystemModel.simulate``); environment
-        data with episode ends is collected with :func:`collect_transitions` instead.
+        Parameters
+        ----------
+        traj : Trajectory
+            With states x; inputs u (zero input when None).
+        mask : bool array-like, (B, T), optional
+            The steps that belong to an episode; a pair is kept when both of its steps do. For
+            :func:`~kalmannet_ctrl.training.env_rollouts` data, whose episodes that end early
+            are padded, pass ``torch.isfinite(traj.y).all(-1)``. Default: every step (e.g.
+            ``SystemModel.simulate``'s trajectories).
 
         Shapes
         ------
-        traj : x (B, T, n_x), u (B, T, n_u) with T >= 2 -> (B (T − 1), ·)
+        traj : x (B, T, n_x), u (B, T, n_u) with T >= 2, mask (B, T) -> (N, ·), N = B (T − 1)
+        without a mask
         """
         if not isinstance(traj, Trajectory) or traj.x is None:
             raise TypeError("traj: expected a Trajectory with states x (B, T, n_x)")
@@ -104,11 +112,20 @@ class Transitions(NamedTuple):
         n_x = x.shape[2]
         if u is None:
             u = x.new_zeros(*x.shape[:2], 0)
-        return cls(
-            x[:, :-1].reshape(-1, n_x),
-            u[:, :-1].reshape(-1, u.shape[2]),
-            x[:, 1:].reshape(-1, n_x),
-        )
+        if mask is None:
+            return cls(
+                x[:, :-1].reshape(-1, n_x),
+                u[:, :-1].reshape(-1, u.shape[2]),
+                x[:, 1:].reshape(-1, n_x),
+            )
+        mask = torch.as_tensor(mask, device=x.device)
+        if mask.dtype != torch.bool or mask.shape != x.shape[:2]:
+            raise DimensionError(
+                f"mask: expected a bool tensor of shape {tuple(x.shape[:2])}, found "
+                f"{mask.dtype} {tuple(mask.shape)}"
+            )
+        pair = mask[:, :-1] & mask[:, 1:]
+        return cls(x[:, :-1][pair], u[:, :-1][pair], x[:, 1:][pair])
 
     def subset(self, idx: Any) -> Transitions:
         """The rows ``idx`` (an index tensor, a boolean mask or a slice)."""

@@ -32,7 +32,14 @@ TINY = [
     Method(
         "kalmannet-lqg-test",
         build_kalmannet_lqg,
-        config={"episodes": 4, "T": 20, "fit_steps": 2},
+        config={
+            "episodes": 4,
+            "T": 20,
+            "fit_steps": 2,
+            "closed_loop_steps": 1,
+            "closed_loop_options": {"horizon": 10, "episodes": 4, "val_episodes": 2},
+            "simulator_fit_steps": 5,
+        },
     ),
     Method(
         "learned-noise-lqg-test",

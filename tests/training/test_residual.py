@@ -288,6 +288,30 @@ def test_transitions_helpers_and_one_step_mse() -> None:
         Transitions.from_trajectory(data)
 
 
+
+def test_transitions_from_padded_env_rollouts_keep_only_the_episodes_pairs() -> None:
+    """CartPole under uniformly random forces: most episodes fail before 40 steps and are padded
+    (NaN measurements, the last state repeated); the mask keeps exactly the pairs inside an
+    episode, each one an env step of the true model up to its process noise."""
+    from kalmannet_ctrl.training import env_rollouts
+
+    env_id = "kalmannet_ctrl/CartPole-v0"
+    data = env_rollouts(env_id, 6, steps=40, seed=0)
+    measured = torch.isfinite(data.y).all(-1)
+    assert not measured.all()  # some episodes ended early
+    pairs = Transitions.from_trajectory(data, mask=measured)
+    assert pairs.x.shape[0] == int((measured[:, :-1] & measured[:, 1:]).sum())
+    true = gym.make(env_id).unwrapped.true_model
+    err = pairs.x_next - true.f(pairs.x, pairs.u)
+    std = true.process_cov.diagonal().sqrt()
+    # no padded pair: a repeated state of a falling pole would be off by θ̇Δt ≫ the noise
+    assert (err.abs() / std).max() < 6
+    with pytest.raises(DimensionError, match="mask"):
+        Transitions.from_trajectory(data, mask=measured[:, 1:])
+    with pytest.raises(DimensionError, match="mask"):
+        Transitions.from_trajectory(data, mask=measured.float())
+
+
 # -- fitting --------------------------------------------------------------------------------------
 def test_affine_path_learns_the_linear_mismatch_exactly(noise_free_linear, linear_data) -> None:
     """The default LinearSystem-v0 mismatch (A' = R(2°) A, B' = 1.3 R(2°) B) is affine, so the
