@@ -308,9 +308,11 @@ def test_kalmannet_lqg_tuned_in_closed_loop_closes_most_of_the_cartpole_gap() ->
     the learned simulator closes at least 70 % of the gap between nominal and oracle LQG, beyond
     the 54 % that any estimator trained on the state error can reach under the nominal LQR.
 
-    The three controllers run the same 100 seeded episodes of 500 steps (paired: the gap is
-    0.0028 per step, the 95 % half-width of the paired difference about 0.0002, so the 70 %
-    threshold is several standard errors below the 87 % measured with these seeds)."""
+    The settings of the bench's ``kalmannet-lqg``. The three controllers run the same 100
+    seeded episodes of 500 steps (a paired comparison), and training is seeded, so the check
+    does not depend on chance draws; what varies is the trained network itself. Measured with
+    these settings: 90 % for seed 0 (78 % for seed 1, whose 200-step run gave 73 %), so the
+    threshold leaves room for another machine's rounding to change the training run."""
     env_id = "kalmannet_ctrl/CartPole-v0"
     ctrl, info = learned_lqg(
         env_id,
@@ -318,7 +320,7 @@ def test_kalmannet_lqg_tuned_in_closed_loop_closes_most_of_the_cartpole_gap() ->
         episodes=100,
         steps=100,
         fit_steps=300,
-        closed_loop_steps=200,
+        closed_loop_steps=300,
         seed=0,
         progress=False,
     )

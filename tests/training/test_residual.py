@@ -288,7 +288,6 @@ def test_transitions_helpers_and_one_step_mse() -> None:
         Transitions.from_trajectory(data)
 
 
-
 def test_transitions_from_padded_env_rollouts_keep_only_the_episodes_pairs() -> None:
     """CartPole under uniformly random forces: most episodes fail before 40 steps and are padded
     (NaN measurements, the last state repeated); the mask keeps exactly the pairs inside an
