@@ -12,6 +12,7 @@ import torch
 
 from kalmannet_ctrl import cli
 from kalmannet_ctrl.bench import (
+    DEFAULT_METHODS,
     ArtifactCache,
     LocalExecutor,
     Method,
@@ -221,9 +222,19 @@ def test_stable_hash_is_stable() -> None:
 
 
 # -- the command line ------------------------------------------------------------------------------
+#: The default methods with the learned-estimator LQG variants not tuned on the closed-loop cost
+#: (that tuning takes minutes; the CLI paths are the same).
+QUICK_METHODS = [
+    "kalmannet-lqg-state" if m == "kalmannet-lqg" else m
+    for m in DEFAULT_METHODS
+    if m != "learned-noise-lqg"
+] + ["learned-noise-lqg-state"]
+
+
 def test_cli_compare_writes_results_and_resumes(tmp_path: Path, capsys) -> None:
     argv = ["compare", "--scenarios", "linear", "--episodes", "3", "--output", str(tmp_path)]
     argv += ["--no-progress", "--no-plots", "--workers", "1", "--seed", "4"]
+    argv += ["--methods", *QUICK_METHODS]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "lqg-oracle (oracle)" in out and "lqg-nominal" in out
@@ -291,7 +302,7 @@ def test_cli_list_and_train(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "kalmannet_ctrl/CartPole-v0" in out and "* lqg-oracle" in out and "cartpole-large" in out
     argv = ["train", "--scenarios", "linear", "lorenz", "--output", str(tmp_path), "--no-progress"]
-    assert cli.main(argv) == 0
+    assert cli.main([*argv, "--methods", *QUICK_METHODS]) == 0
     out = capsys.readouterr().out
     assert "LinearSystem / lqg-oracle" in out and "Lorenz (estimation) / ekf-nominal" in out
     assert "Lorenz (estimation) / lqg-oracle" not in out

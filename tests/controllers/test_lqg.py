@@ -112,7 +112,10 @@ def test_episode_start_resets_only_flagged_rows(B: int) -> None:
     with_reset = run(make(), y, {k: flagged})
     without = run(make(), y)
     fresh = run(make(), y[flagged, k:])
-    np.testing.assert_array_equal(with_reset[~flagged], without[~flagged])
+    # the other rows are untouched; after the reset each row carries its own covariance, and the
+    # batched products can round differently from the shared-covariance ones (by 1 ulp on some
+    # CPUs), hence a round-off tolerance rather than bitwise equality
+    np.testing.assert_allclose(with_reset[~flagged], without[~flagged], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(with_reset[flagged, k:], fresh, rtol=1e-12, atol=1e-14)
     np.testing.assert_array_equal(with_reset[:, :k], without[:, :k])
     assert np.abs(with_reset[flagged, k:] - without[flagged, k:]).max() > 1e-3
@@ -165,7 +168,8 @@ def test_deterministic_and_reentrant() -> None:
     a2, _ = ctrl.predict(y[:, 1], state, episode_start=np.array([True] + [False] * 5))
     a3, _ = ctrl.predict(y[:, 1], state, deterministic=False)
     np.testing.assert_array_equal(a1, a3)
-    np.testing.assert_array_equal(a1[1:], a2[1:])
+    # the reset row gets its own covariance: round-off differences only (see above)
+    np.testing.assert_allclose(a1[1:], a2[1:], rtol=1e-12, atol=1e-14)
     assert torch.equal(state.estimator_state.mean, saved_mean)
 
 

@@ -687,7 +687,9 @@ def test_episode_start_resets_only_flagged_rows(B: int, solver: str) -> None:
     with_reset = run(make(), y, {k: flagged})
     without = run(make(), y)
     fresh = run(make(), y[flagged, k:])
-    np.testing.assert_array_equal(with_reset[~flagged], without[~flagged])
+    # the other rows are untouched, up to the round-off of per-row against shared covariance
+    # products in the estimator (1 ulp on some CPUs)
+    np.testing.assert_allclose(with_reset[~flagged], without[~flagged], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(with_reset[flagged, k:], fresh, rtol=1e-10, atol=1e-12)
     np.testing.assert_array_equal(with_reset[:, :k], without[:, :k])
     assert np.abs(with_reset[flagged, k:] - without[flagged, k:]).max() > 1e-3
