@@ -1,6 +1,7 @@
 """Estimators on one protocol: Kalman, extended and unscented Kalman filters (and learned ones)."""
 
 from .base import Estimator, FilterResult, GaussianFilter, GaussianState
+from .default import default_filter
 from .extended import ExtendedKalmanFilter
 from .kalman import KalmanFilter, SteadyStateGain, steady_state_gain
 from .kalmannet import KalmanNet, KalmanNetState
@@ -22,5 +23,6 @@ __all__ = [
     "RNNState",
     "SteadyStateGain",
     "UnscentedKalmanFilter",
+    "default_filter",
     "steady_state_gain",
 ]
