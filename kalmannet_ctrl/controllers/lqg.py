@@ -4,24 +4,13 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from .._validation import as_tensor, shape_str
-from ..errors import DimensionError
 from ..estimators.base import Estimator
 from ..models.cost import QuadraticCost
 from ..models.linear import LinearGaussianModel
-from .base import (
-    as_action,
-    as_observation_batch,
-    check_estimator,
-    episode_start_mask,
-    estimator_mean,
-    parse_input_bounds,
-    resume_state,
-)
+from .base import BaseController, check_estimator, parse_input_bounds
 from .lqr import LQR, check_design_inputs
 
 __all__ = ["LQG", "LQGState"]
@@ -43,7 +32,7 @@ class LQGState(NamedTuple):
     u_prev: Tensor
 
 
-class LQG:
+class LQG(BaseController):
     """Output feedback u_t = −K x̂_{t|t}: an estimator followed by the infinite-horizon LQR gain.
 
     With the Kalman filter of the true model this is the optimal (LQG) controller of a linear
@@ -78,7 +67,8 @@ class LQG:
     Shapes
     ------
     predict: observation (n_y,) or (B, n_y) -> action (n_u,) or (B, n_u);
-    step: y (B, n_y) -> u (B, n_u)
+    step: y (B, n_y) -> u (B, n_u) (see :class:`~kalmannet_ctrl.controllers.base.BaseController`
+    for ``predict``, ``step``, ``estimate`` and their errors)
 
     Raises
     ------
@@ -102,6 +92,8 @@ class LQG:
     >>> action.shape, action.dtype
     ((1,), dtype('float32'))
     """
+
+    state_type = LQGState
 
     def __init__(
         self,
@@ -130,118 +122,50 @@ class LQG:
     def n_y(self) -> int:
         return self.model.n_y
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
     def init(self, batch_size: int) -> LQGState:
-        """The state before the first measurement: the estimator's prior and u_prev = 0."""
+        """The state before the first measurement: the estimator's prior and u_prev = 0.
+
+        Shapes
+        ------
+        -> u_prev (B, n_u)
+        """
         est_state = self.estimator.init(batch_size)
         u_prev = torch.zeros(batch_size, self.n_u, dtype=self.model.dtype, device=self.model.device)
         return LQGState(est_state, u_prev)
 
-    def estimate(self, state: LQGState) -> Tensor:
-        """The state estimate x̂_{t|t} behind the last action: the estimator state's ``mean``.
+    def reset_rows(self, state: LQGState, mask: Tensor) -> LQGState:
+        """Estimator prior and u_prev = 0 for the rows where ``mask`` is True.
 
         Shapes
         ------
-        -> (B, n_x)
+        mask : (B,) bool
         """
-        return estimator_mean(state, LQGState)
+        est_state = self.estimator.reset(state.estimator_state, mask)
+        u_prev = torch.where(mask[:, None], torch.zeros_like(state.u_prev), state.u_prev)
+        return LQGState(est_state, u_prev)
 
-    def step(
-        self, state: LQGState | None, y: Any, episode_start: Any = None
+    def act(
+        self, state: LQGState, y: Tensor, *, episode_start: Tensor | None, deterministic: bool
     ) -> tuple[Tensor, LQGState]:
-        """One control step on tensors (differentiable through the estimator and the gain).
+        """Estimator step with (u_{t−1}, y_t), then u_t = clip(−K x̂_{t|t}).
 
-        Parameters
-        ----------
-        state : LQGState or None
-            From :meth:`init` or the previous step; ``None`` starts a new batch.
-        y : array-like or Tensor, (B, n_y)
-            Measurements y_t; a NaN in a row means no measurement (the estimator only predicts).
-        episode_start : array-like of bool, (B,), optional
-            Rows reset to the estimator's prior (and u_prev = 0) before this step.
-
-        Returns
-        -------
-        u : Tensor, (B, n_u)
-            The (clipped) action u_t, in the model's dtype.
-        state : LQGState
+        Differentiable through the estimator and the gain.
 
         Shapes
         ------
         y : (B, n_y) -> u (B, n_u)
         """
-        y = as_tensor(y, "y", dtype=self.model.dtype, device=self.model.device)
-        if y.dim() != 2 or y.shape[1] != self.n_y:
-            raise DimensionError(
-                f"y: expected shape (B, {self.n_y}), found {shape_str(tuple(y.shape))}"
-            )
-        mask = episode_start_mask(episode_start, y.shape[0], device=self.model.device)
-        return self._step(state, y, mask)
-
-    def _reset_rows(self, state: LQGState, mask: Tensor) -> LQGState:
-        est_state = self.estimator.reset(state.estimator_state, mask)
-        u_prev = torch.where(mask[:, None], torch.zeros_like(state.u_prev), state.u_prev)
-        return LQGState(est_state, u_prev)
-
-    def _step(
-        self, state: LQGState | None, y: Tensor, mask: Tensor | None
-    ) -> tuple[Tensor, LQGState]:
-        state = resume_state(state, LQGState, y.shape[0], mask, self.init, self._reset_rows)
         xhat, est_state = self.estimator.step(state.estimator_state, y, state.u_prev)
-        u = self.lqr.action(xhat).to(dtype=self.model.dtype)
-        if self.input_bounds is not None:
-            low, high = self.input_bounds
-            u = torch.clamp(u, min=low, max=high)
+        u = self.clip(self.lqr.action(xhat).to(dtype=self.model.dtype))
         return u, LQGState(est_state, u)
-
-    def predict(
-        self,
-        observation: Any,
-        state: LQGState | None = None,
-        episode_start: Any = None,
-        deterministic: bool = True,
-    ) -> tuple[np.ndarray, LQGState]:
-        """The action for the measurement y_t, on the Controller protocol.
-
-        Parameters
-        ----------
-        observation : array-like or Tensor, (n_y,) or (B, n_y)
-            The measurements (NumPy float32 from a Gymnasium env, SB3 VecEnv or tensors). A NaN in
-            a row means that measurement is missing: the estimator predicts only.
-        state : LQGState, optional
-            Returned by the previous call; ``None`` starts a new batch from the estimator's prior.
-        episode_start : array-like of bool, (B,), optional
-            Rows that begin a new episode: estimator reset and u_prev = 0 for those rows.
-        deterministic : bool
-            Ignored (the controller is deterministic).
-
-        Returns
-        -------
-        action : np.ndarray, (n_u,) or (B, n_u)
-            −K x̂_{t|t}, clipped to ``input_bounds``; the observation's dtype when it is a NumPy
-            floating array, float64 otherwise.
-        state : LQGState
-
-        Raises
-        ------
-        DimensionError
-            If the observation is not (n_y,) or (B, n_y).
-        BatchSizeError
-            If B differs from the previous call's without a reset of every row, or
-            ``episode_start`` has the wrong length.
-        NonFiniteError
-            If the observation holds infinite values.
-        """
-        obs = as_observation_batch(
-            observation,
-            self.n_y,
-            dtype=self.model.dtype,
-            device=self.model.device,
-            allow_nan_rows=True,
-        )
-        mask = episode_start_mask(episode_start, obs.value.shape[0], device=self.model.device)
-        with torch.no_grad():
-            u, new_state = self._step(state, obs.value, mask)
-        return as_action(u, obs.single, obs.np_dtype), new_state
 
     def __repr__(self) -> str:
         return (
