@@ -65,26 +65,54 @@ class Estimator(Protocol):
 
     An estimator object holds parameters only; the recurrent state is passed in and returned,
     so one object serves any batch size.
+
+    Shapes
+    ------
+    step: y (B, n_y), u_prev (B, n_u) -> x̂_{t|t} (B, n_x);
+    filter: y (B, T, n_y), u (B, T, n_u) -> mean (B, T, n_x), cov (B, T, n_x, n_x) or None
     """
 
     n_x: int
 
     def init(self, batch_size: int, *, x0_mean: Any = None, x0_cov: Any = None) -> Any:
-        """The state before the first measurement, for ``batch_size`` trajectories."""
+        """The state before the first measurement, for ``batch_size`` trajectories.
+
+        Shapes
+        ------
+        x0_mean : (n_x,) or (B, n_x), x0_cov : (n_x, n_x) or (B, n_x, n_x)
+        -> state with mean (B, n_x), every row fresh
+        """
         ...
 
     def step(self, state: Any, y: Any, u_prev: Any = None) -> tuple[Tensor, Any]:
-        """Predict with u_{t-1} and update with y_t: (x̂_{t|t} (B, n_x), new state)."""
+        """Predict with u_{t-1} and update with y_t: (x̂_{t|t}, new state).
+
+        Shapes
+        ------
+        y : (B, n_y), a NaN row means no measurement; u_prev : (B, n_u) or None
+        -> x̂_{t|t} (B, n_x) and the new state
+        """
         ...
 
     def filter(
         self, y: Any, u: Any = None, *, x0_mean: Any = None, x0_cov: Any = None
     ) -> FilterResult:
-        """Filter whole sequences y (B, T, n_y) with inputs u (B, T, n_u)."""
+        """Filter whole sequences y with inputs u.
+
+        Shapes
+        ------
+        y : (B, T, n_y), u : (B, T, n_u) or None
+        -> FilterResult(mean (B, T, n_x), cov (B, T, n_x, n_x) or None)
+        """
         ...
 
     def reset(self, state: Any, mask: Any) -> Any:
-        """Restart the rows where ``mask`` (B,) is True from the prior of x_0."""
+        """Restart the rows where ``mask`` is True from the prior of x_0.
+
+        Shapes
+        ------
+        mask : (B,) bool -> state of the same batch size
+        """
         ...
 
 
@@ -97,6 +125,11 @@ class GaussianFilter(abc.ABC):
     ----------
     model : SystemModel
         The model the filter believes (nominal or true).
+
+    Shapes
+    ------
+    step: y (B, n_y), u_prev (B, n_u) -> x̂_{t|t} (B, n_x);
+    filter: y (B, T, n_y), u (B, T, n_u) -> mean (B, T, n_x), cov (B, T, n_x, n_x)
     """
 
     def __init__(self, model: SystemModel) -> None:
@@ -106,6 +139,7 @@ class GaussianFilter(abc.ABC):
 
     @property
     def n_x(self) -> int:
+        """The state dimension of the model."""
         return self.model.n_x
 
     # -- subclass hooks ----------------------------------------------------------------------------
@@ -128,6 +162,11 @@ class GaussianFilter(abc.ABC):
             Default: the model's ``x0_mean``.
         x0_cov : array-like, (n_x, n_x) or (B, n_x, n_x), optional
             Default: the model's ``x0_cov``. Positive semi-definite.
+
+        Shapes
+        ------
+        x0_mean : (n_x,) or (B, n_x), x0_cov : (n_x, n_x) or (B, n_x, n_x)
+        -> GaussianState(mean (B, n_x), cov (n_x, n_x) or (B, n_x, n_x), fresh (B,))
         """
         m = self.model
         B, n = check_positive_int(batch_size, "batch_size"), m.n_x
@@ -210,6 +249,10 @@ class GaussianFilter(abc.ABC):
         -------
         FilterResult
             mean (B, T, n_x) and cov (B, T, n_x, n_x).
+
+        Shapes
+        ------
+        y : (B, T, n_y), u : (B, T, n_u) or None -> mean (B, T, n_x), cov (B, T, n_x, n_x)
         """
         y, u = self._check_sequences(y, u)
         state = self.init(y.shape[0], x0_mean=x0_mean, x0_cov=x0_cov)
@@ -300,6 +343,10 @@ def check_sequences(
     ``y`` becomes a ``y_dtype`` tensor of shape (B, T, n_y) with B, T >= 1 and no inf (NaN
     marks missing measurements); ``u``, when given, a finite tensor (B, T, n_u) in the model's
     dtype.
+
+    Shapes
+    ------
+    y : (B, T, n_y), u : (B, T, n_u) or None -> (y (B, T, n_y), u (B, T, n_u) or None)
     """
     y = as_tensor(y, "y", dtype=y_dtype, device=device)
     if y.dim() != 3 or y.shape[2] != model.n_y:
@@ -349,7 +396,12 @@ def gain_and_joseph(cov: Tensor, H: Tensor, R: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def joseph_cov(cov: Tensor, K: Tensor, H: Tensor, R: Tensor) -> Tensor:
-    """(I − K H) P (I − K H)' + K R K', symmetrized; valid for any gain K."""
+    """(I − K H) P (I − K H)' + K R K', symmetrized; valid for any gain K.
+
+    Shapes
+    ------
+    cov : (n, n) or (B, n, n); K : (.., n, m); H : (m, n) or (B, m, n); R : (m, m) -> (.., n, n)
+    """
     n = cov.shape[-1]
     I_KH = torch.eye(n, dtype=cov.dtype, device=cov.device) - K @ H
     new_cov = I_KH @ cov @ I_KH.mT + K @ R @ K.mT

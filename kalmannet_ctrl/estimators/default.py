@@ -31,7 +31,9 @@ def default_filter(model: SystemModel) -> GaussianFilter:
     Examples
     --------
     >>> from kalmannet_ctrl.models import LinearGaussianModel, pendulum
-    >>> linear = LinearGaussianModel(A=[[1.0]], C=[[1.0]], process_cov=[[1.0]], measurement_cov=[[1.0]])
+    >>> linear = LinearGaussianModel(
+    ...     A=[[1.0]], C=[[1.0]], process_cov=[[1.0]], measurement_cov=[[1.0]]
+    ... )
     >>> type(default_filter(linear)).__name__
     'KalmanFilter'
     >>> type(default_filter(pendulum())).__name__

@@ -59,6 +59,10 @@ class SteadyStateGain(NamedTuple):
         Stationary a-priori error covariance P_{t|t-1} (the DARE's solution).
     cov : (n_x, n_x)
         Stationary a-posteriori error covariance P_{t|t}.
+
+    Shapes
+    ------
+    gain : (n_x, n_y), predictor_gain : (n_x, n_y), cov_pred : (n_x, n_x), cov : (n_x, n_x)
     """
 
     gain: Tensor
@@ -76,6 +80,11 @@ def steady_state_gain(model: LinearGaussianModel) -> SteadyStateGain:
     ------
     RiccatiError
         If (A, C) is not detectable or (A, W^{1/2}) not stabilizable on the unit circle.
+
+    Shapes
+    ------
+    model with A (n_x, n_x), C (n_y, n_x) -> SteadyStateGain(gain (n_x, n_y),
+    predictor_gain (n_x, n_y), cov_pred (n_x, n_x), cov (n_x, n_x)) in the model's dtype
     """
     if not isinstance(model, LinearGaussianModel):
         raise TypeError(f"model: expected a LinearGaussianModel, found {type(model).__name__}")
@@ -156,7 +165,13 @@ class KalmanFilter(GaussianFilter):
 
     @property
     def steady(self) -> SteadyStateGain:
-        """The stationary gain and covariances of the model (solved on first use)."""
+        """The stationary gain and covariances of the model (solved on first use).
+
+        Shapes
+        ------
+        -> SteadyStateGain(gain (n_x, n_y), predictor_gain (n_x, n_y), cov_pred (n_x, n_x),
+        cov (n_x, n_x))
+        """
         cache = self._model_cache()
         if cache.dare is None:
             cache.dare = steady_state_gain(self.model)
@@ -300,6 +315,10 @@ class KalmanFilter(GaussianFilter):
         Without missing measurements and with a prior covariance shared by the batch, the gains
         and covariances are computed once for all trajectories, then the means follow from one
         batched linear recursion.
+
+        Shapes
+        ------
+        y : (B, T, n_y), u : (B, T, n_u) or None -> mean (B, T, n_x), cov (B, T, n_x, n_x)
         """
         y, u = self._check_sequences(y, u)
         B, T = y.shape[0], y.shape[1]

@@ -33,16 +33,18 @@ from .._validation import (
     check_positive_int,
     check_shape,
 )
-from ..errors import DimensionError, ParameterError
+from ..errors import DimensionError
 from ..models.base import SystemModel
+from ._kalmannet_options import (
+    _FEATURES,
+    _check_architecture_options,
+    _check_options,
+    _parse_dtype,
+    _parse_features,
+)
 from .base import FilterResult, _check_no_inf, check_sequences
 
 __all__ = ["KalmanNet", "KalmanNetState"]
-
-_FEATURES = ("F1", "F2", "F3", "F4")
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-_GAIN_INITS = ("zero", "reference")
-
 
 class KalmanNetState(NamedTuple):
     """Recurrent state of :class:`KalmanNet` after step t-1 (or after :meth:`KalmanNet.init`).
@@ -208,22 +210,7 @@ class KalmanNet(nn.Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(model, SystemModel):
-            raise TypeError(f"model: expected a SystemModel, found {type(model).__name__}")
-        if isinstance(architecture, bool) or architecture not in (1, 2):
-            raise ParameterError(f"architecture: expected 1 or 2, found {architecture!r}")
-        if not isinstance(normalize_features, bool):
-            raise TypeError(
-                f"normalize_features: expected a bool, found {type(normalize_features).__name__}"
-            )
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"generator: expected a torch.Generator or None, found {type(generator).__name__}"
-            )
-        if gain_init not in _GAIN_INITS:
-            raise ParameterError(
-                f"gain_init: expected one of {list(_GAIN_INITS)}, found {gain_init!r}"
-            )
+        _check_options(model, architecture, normalize_features, generator, gain_init)
         dtype = _parse_dtype(dtype)
         self.model = model
         self.gain_init = gain_init
@@ -231,70 +218,20 @@ class KalmanNet(nn.Module):
         self.architecture = int(architecture)
         self.normalize_features = normalize_features
         self.eps = check_positive_float(eps, "eps")
-        m, n = self.n_x, self.n_y
-
-        arch1_args = {
-            "features": features,
-            "input_layer_size": input_layer_size,
-            "hidden_size": hidden_size,
-            "output_layer_size": output_layer_size,
-        }
-        arch2_args = {"in_mult": in_mult, "out_mult": out_mult}
-        other = arch2_args if self.architecture == 1 else arch1_args
-        given = sorted(k for k, v in other.items() if v is not None)
-        if given:
-            hint = (
-                "in_mult and out_mult are for architecture 2"
-                if self.architecture == 1
-                else "features and the layer sizes are for architecture 1"
-            )
-            raise ParameterError(
-                f"{', '.join(given)}: not an option of architecture {self.architecture} ({hint})"
-            )
-
+        _check_architecture_options(
+            self.architecture,
+            arch1={
+                "features": features,
+                "input_layer_size": input_layer_size,
+                "hidden_size": hidden_size,
+                "output_layer_size": output_layer_size,
+            },
+            arch2={"in_mult": in_mult, "out_mult": out_mult},
+        )
         if self.architecture == 2:
-            self.in_mult = check_positive_int(5 if in_mult is None else in_mult, "in_mult")
-            self.out_mult = check_positive_int(40 if out_mult is None else out_mult, "out_mult")
-            k = self.in_mult
-            self.fc_f3 = _fc(m, k * m)  # FC5 of the reference
-            self.fc_f4 = _fc(m, k * m)  # FC6
-            self.fc_obs = _fc(2 * n, 2 * n * k)  # FC7
-            self.gru_q = nn.utils.skip_init(nn.GRUCell, k * m, m * m)
-            self.gru_sigma = nn.utils.skip_init(nn.GRUCell, m * m + k * m, m * m)
-            self.fc_sigma = _fc(m * m, n * n)  # FC1
-            self.gru_s = nn.utils.skip_init(nn.GRUCell, n * n + 2 * n * k, n * n)
-            d = m * m + n * n
-            self.gain_head = nn.Sequential(  # FC2
-                nn.utils.skip_init(nn.Linear, d, d * self.out_mult),
-                nn.ReLU(),
-                nn.utils.skip_init(nn.Linear, d * self.out_mult, m * n),
-            )
-            self.fc_back_s = _fc(n * n + m * n, m * m)  # FC3
-            self.fc_back_sigma = _fc(2 * m * m, m * m)  # FC4
-            self.register_buffer("h0_q", torch.eye(m, dtype=dtype).reshape(-1), persistent=False)
-            self.register_buffer("h0_sigma", torch.zeros(m * m, dtype=dtype), persistent=False)
-            self.register_buffer("h0_s", torch.eye(n, dtype=dtype).reshape(-1), persistent=False)
+            self._build_architecture_2(in_mult, out_mult, dtype)
         else:
-            self.features = _parse_features(features)
-            d_in = sum(m if f in ("F3", "F4") else n for f in self.features)
-            self.input_layer_size = check_positive_int(
-                80 * (m + n) if input_layer_size is None else input_layer_size,
-                "input_layer_size",
-            )
-            self.hidden_size = check_positive_int(
-                10 * (m * m + n * n) if hidden_size is None else hidden_size, "hidden_size"
-            )
-            self.output_layer_size = check_positive_int(
-                4 * m * n if output_layer_size is None else output_layer_size,
-                "output_layer_size",
-            )
-            self.fc_in = _fc(d_in, self.input_layer_size)
-            self.gru = nn.utils.skip_init(nn.GRUCell, self.input_layer_size, self.hidden_size)
-            self.gain_head = nn.Sequential(
-                nn.utils.skip_init(nn.Linear, self.hidden_size, self.output_layer_size),
-                nn.ReLU(),
-                nn.utils.skip_init(nn.Linear, self.output_layer_size, m * n),
-            )
+            self._build_architecture_1(features, input_layer_size, hidden_size, output_layer_size)
         init_device = generator.device if generator is not None else torch.device("cpu")
         self.to(dtype=dtype, device=init_device)
         self._init_weights(generator)
@@ -302,6 +239,63 @@ class KalmanNet(nn.Module):
             self.to(device=device)
 
     # -- construction helpers ----------------------------------------------------------------------
+    def _build_architecture_2(
+        self, in_mult: int | None, out_mult: int | None, dtype: torch.dtype
+    ) -> None:
+        """The layers and initial hidden states of architecture 2 (see the class docstring)."""
+        m, n = self.n_x, self.n_y
+        self.in_mult = check_positive_int(5 if in_mult is None else in_mult, "in_mult")
+        self.out_mult = check_positive_int(40 if out_mult is None else out_mult, "out_mult")
+        k = self.in_mult
+        self.fc_f3 = _fc(m, k * m)  # FC5 of the reference
+        self.fc_f4 = _fc(m, k * m)  # FC6
+        self.fc_obs = _fc(2 * n, 2 * n * k)  # FC7
+        self.gru_q = nn.utils.skip_init(nn.GRUCell, k * m, m * m)
+        self.gru_sigma = nn.utils.skip_init(nn.GRUCell, m * m + k * m, m * m)
+        self.fc_sigma = _fc(m * m, n * n)  # FC1
+        self.gru_s = nn.utils.skip_init(nn.GRUCell, n * n + 2 * n * k, n * n)
+        d = m * m + n * n
+        self.gain_head = nn.Sequential(  # FC2
+            nn.utils.skip_init(nn.Linear, d, d * self.out_mult),
+            nn.ReLU(),
+            nn.utils.skip_init(nn.Linear, d * self.out_mult, m * n),
+        )
+        self.fc_back_s = _fc(n * n + m * n, m * m)  # FC3
+        self.fc_back_sigma = _fc(2 * m * m, m * m)  # FC4
+        self.register_buffer("h0_q", torch.eye(m, dtype=dtype).reshape(-1), persistent=False)
+        self.register_buffer("h0_sigma", torch.zeros(m * m, dtype=dtype), persistent=False)
+        self.register_buffer("h0_s", torch.eye(n, dtype=dtype).reshape(-1), persistent=False)
+
+    def _build_architecture_1(
+        self,
+        features: Sequence[str] | None,
+        input_layer_size: int | None,
+        hidden_size: int | None,
+        output_layer_size: int | None,
+    ) -> None:
+        """The layers of architecture 1 (see the class docstring); defaults from the reference."""
+        m, n = self.n_x, self.n_y
+        self.features = _parse_features(features)
+        d_in = sum(m if f in ("F3", "F4") else n for f in self.features)
+        self.input_layer_size = check_positive_int(
+            80 * (m + n) if input_layer_size is None else input_layer_size,
+            "input_layer_size",
+        )
+        self.hidden_size = check_positive_int(
+            10 * (m * m + n * n) if hidden_size is None else hidden_size, "hidden_size"
+        )
+        self.output_layer_size = check_positive_int(
+            4 * m * n if output_layer_size is None else output_layer_size,
+            "output_layer_size",
+        )
+        self.fc_in = _fc(d_in, self.input_layer_size)
+        self.gru = nn.utils.skip_init(nn.GRUCell, self.input_layer_size, self.hidden_size)
+        self.gain_head = nn.Sequential(
+            nn.utils.skip_init(nn.Linear, self.hidden_size, self.output_layer_size),
+            nn.ReLU(),
+            nn.utils.skip_init(nn.Linear, self.output_layer_size, m * n),
+        )
+
     @torch.no_grad()
     def _init_weights(self, generator: torch.Generator | None) -> None:
         """PyTorch's default initialisation of every layer, drawn from ``generator``; then the
@@ -545,7 +539,12 @@ class KalmanNet(nn.Module):
     def forward(
         self, y: Any, u: Any = None, *, x0_mean: Any = None, x0_cov: Any = None
     ) -> FilterResult:
-        """Same as :meth:`filter`."""
+        """Same as :meth:`filter`.
+
+        Shapes
+        ------
+        y (B, T, n_y), u (B, T, n_u) -> mean (B, T, n_x)
+        """
         return self.filter(y, u, x0_mean=x0_mean, x0_cov=x0_cov)
 
     def reset(self, state: KalmanNetState, mask: Any) -> KalmanNetState:
@@ -599,27 +598,3 @@ class KalmanNet(nn.Module):
                 f"{self.architecture}, found {len(state.hidden)}; "
                 "was the state made by another network?"
             )
-
-
-def _parse_dtype(dtype: Any) -> torch.dtype:
-    if isinstance(dtype, str):
-        if dtype.removeprefix("torch.") not in _DTYPES:
-            raise ParameterError(f"dtype: expected 'float32' or 'float64', found {dtype!r}")
-        return _DTYPES[dtype.removeprefix("torch.")]
-    if dtype not in (torch.float32, torch.float64):
-        raise ParameterError(f"dtype: expected torch.float32 or torch.float64, found {dtype!r}")
-    return dtype
-
-
-def _parse_features(features: Sequence[str] | None) -> tuple[str, ...]:
-    if features is None:
-        return _FEATURES
-    if isinstance(features, str):
-        features = [features]
-    chosen = list(features)
-    unknown = [f for f in chosen if f not in _FEATURES]
-    if unknown or not chosen or len(set(chosen)) != len(chosen):
-        raise ParameterError(
-            f"features: expected distinct names among {list(_FEATURES)}, found {chosen!r}"
-        )
-    return tuple(f for f in _FEATURES if f in chosen)

@@ -121,39 +121,87 @@ class LearnedNoiseKalmanFilter(nn.Module):
 
     @property
     def n_x(self) -> int:
+        """The state dimension of the model."""
         return self.model.n_x
 
     def process_cov(self) -> Tensor:
-        """The current W (n_x, n_x)."""
+        """The current W, differentiable in the parameters.
+
+        Shapes
+        ------
+        -> (n_x, n_x)
+        """
         return self.process()
 
     def measurement_cov(self) -> Tensor:
-        """The current V (n_y, n_y)."""
+        """The current V, differentiable in the parameters.
+
+        Shapes
+        ------
+        -> (n_y, n_y)
+        """
         return self.measurement()
 
     def current_filter(self) -> KalmanFilter | ExtendedKalmanFilter:
-        """The model-based filter with the current covariances (differentiable in them)."""
+        """The model-based filter with the current covariances (differentiable in them).
+
+        Shapes
+        ------
+        -> filter on the model with process_cov (n_x, n_x), measurement_cov (n_y, n_y)
+        """
         model = self.model.replace(process_cov=self.process(), measurement_cov=self.measurement())
         return KalmanFilter(model) if self.kind == "kf" else ExtendedKalmanFilter(model)
 
     # -- the Estimator protocol ---------------------------------------------------------------
     def init(self, batch_size: int, *, x0_mean: Any = None, x0_cov: Any = None) -> GaussianState:
+        """The prior of x_0, as :meth:`GaussianFilter.init` of the current filter.
+
+        Shapes
+        ------
+        x0_mean : (n_x,) or (B, n_x), x0_cov : (n_x, n_x) or (B, n_x, n_x)
+        -> GaussianState(mean (B, n_x), cov (n_x, n_x) or (B, n_x, n_x), fresh (B,))
+        """
         return self.current_filter().init(batch_size, x0_mean=x0_mean, x0_cov=x0_cov)
 
     def step(
         self, state: GaussianState, y: Any, u_prev: Any = None
     ) -> tuple[Tensor, GaussianState]:
+        """One predict (with u_{t-1}) and update (with y_t) of the current filter.
+
+        Shapes
+        ------
+        y : (B, n_y), a NaN row means no measurement; u_prev : (B, n_u) or None
+        -> x̂_{t|t} (B, n_x) and the new state
+        """
         return self.current_filter().step(state, y, u_prev)
 
     def filter(
         self, y: Any, u: Any = None, *, x0_mean: Any = None, x0_cov: Any = None
     ) -> FilterResult:
+        """Filter a batch of sequences with the current covariances (differentiable in them).
+
+        Shapes
+        ------
+        y : (B, T, n_y), u : (B, T, n_u) or None -> mean (B, T, n_x), cov (B, T, n_x, n_x)
+        """
         return self.current_filter().filter(y, u, x0_mean=x0_mean, x0_cov=x0_cov)
 
     def forward(self, y: Any, u: Any = None) -> FilterResult:
+        """Same as :meth:`filter`.
+
+        Shapes
+        ------
+        y : (B, T, n_y), u : (B, T, n_u) or None -> mean (B, T, n_x), cov (B, T, n_x, n_x)
+        """
         return self.filter(y, u)
 
     def reset(self, state: GaussianState, mask: Any) -> GaussianState:
+        """Restart the rows where ``mask`` is True from the model's prior of x_0.
+
+        Shapes
+        ------
+        mask : (B,) bool
+        """
         return self.current_filter().reset(state, mask)
 
     def nll(self, y: Tensor, u: Tensor | None = None) -> Tensor:

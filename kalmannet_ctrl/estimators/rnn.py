@@ -82,14 +82,21 @@ class RNNEstimator(nn.Module):
 
     @property
     def n_x(self) -> int:
+        """The state dimension of the model."""
         return self.model.n_x
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the parameters (and of the estimates)."""
         return self.head.weight.dtype
 
     def set_normalization(self, data: Trajectory) -> None:
-        """Standardise inputs and outputs with the statistics of training data (x and y)."""
+        """Standardise inputs and outputs with the statistics of training data (x and y).
+
+        Shapes
+        ------
+        data : Trajectory with y (B, T, n_y) and x (B, T, n_x)
+        """
         with torch.no_grad():
             y = data.y.reshape(-1, self.n_y).to(self.dtype)
             y = y[~torch.isnan(y).any(-1)]
@@ -107,12 +114,24 @@ class RNNEstimator(nn.Module):
 
     # -- the Estimator protocol ---------------------------------------------------------------
     def init(self, batch_size: int, *, x0_mean: Any = None, x0_cov: Any = None) -> RNNState:
-        """Zero hidden state; ``x0_mean``/``x0_cov`` are accepted and unused (data-centric)."""
+        """Zero hidden state; ``x0_mean``/``x0_cov`` are accepted and unused (data-centric).
+
+        Shapes
+        ------
+        -> RNNState(hidden (num_layers, B, hidden_size), mean (B, n_x))
+        """
         B = check_positive_int(batch_size, "batch_size")
         hidden = torch.zeros(self.num_layers, B, self.hidden_size, dtype=self.dtype)
         return RNNState(hidden, self.x_mean.expand(B, self.n_x).clone())
 
     def step(self, state: RNNState, y: Any, u_prev: Any = None) -> tuple[Tensor, RNNState]:
+        """One step of the GRU on (y_t, observed flag, u_{t-1}) and the head.
+
+        Shapes
+        ------
+        y : (B, n_y), a NaN row means no measurement; u_prev : (B, n_u) or None (zero input)
+        -> x̂_t (B, n_x) and the new state
+        """
         if not isinstance(state, RNNState):
             raise TypeError(
                 f"state: expected an RNNState from init(), found {type(state).__name__}"
@@ -134,6 +153,12 @@ class RNNEstimator(nn.Module):
     def filter(
         self, y: Any, u: Any = None, *, x0_mean: Any = None, x0_cov: Any = None
     ) -> FilterResult:
+        """Filter a batch of sequences in one pass of the GRU; ``x0_mean``/``x0_cov`` are unused.
+
+        Shapes
+        ------
+        y : (B, T, n_y), u : (B, T, n_u) or None -> mean (B, T, n_x), cov None
+        """
         y = as_tensor(y, "y", dtype=self.dtype)
         if y.dim() != 3 or y.shape[2] != self.n_y:
             raise DimensionError(f"y: expected shape (B, T, {self.n_y}), found {tuple(y.shape)}")
@@ -147,9 +172,21 @@ class RNNEstimator(nn.Module):
         return FilterResult(self.head(out) * self.x_std + self.x_mean, None)
 
     def forward(self, y: Any, u: Any = None) -> FilterResult:
+        """Same as :meth:`filter`.
+
+        Shapes
+        ------
+        y : (B, T, n_y), u : (B, T, n_u) or None -> mean (B, T, n_x), cov None
+        """
         return self.filter(y, u)
 
     def reset(self, state: RNNState, mask: Any) -> RNNState:
+        """Restart the rows where ``mask`` is True: zero hidden state, the mean at ``x_mean``.
+
+        Shapes
+        ------
+        mask : (B,) bool
+        """
         mask = torch.as_tensor(mask, dtype=torch.bool).reshape(-1)
         check_batch("mask", mask.shape[0], state.mean.shape[0])
         hidden = torch.where(mask[None, :, None], torch.zeros_like(state.hidden), state.hidden)

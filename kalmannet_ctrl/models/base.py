@@ -85,6 +85,11 @@ class SystemModel(abc.ABC):
         ``factory(**params)`` rebuilds the model with other parameter values.
     dtype, device :
         Default float64 on the CPU, or those of the tensors passed in.
+
+    Shapes
+    ------
+    f : x (B, n_x), u (B, n_u) -> (B, n_x); h : x (B, n_x) -> (B, n_y);
+    process_cov (n_x, n_x), measurement_cov (n_y, n_y), x0_mean (n_x,), x0_cov (n_x, n_x)
     """
 
     def __init__(
@@ -223,10 +228,12 @@ class SystemModel(abc.ABC):
     # -- properties and copies -------------------------------------------------------------------
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of every tensor of the model."""
         return self.process_cov.dtype
 
     @property
     def device(self) -> torch.device:
+        """The device of every tensor of the model."""
         return self.process_cov.device
 
     @property
@@ -250,6 +257,11 @@ class SystemModel(abc.ABC):
         """A copy of this model with some constructor arguments changed.
 
         Example: ``model.replace(process_cov=4 * model.process_cov)``.
+
+        Shapes
+        ------
+        changes : as in the constructor (process_cov (n_x, n_x), measurement_cov (n_y, n_y),
+        x0_mean (n_x,), x0_cov (n_x, n_x)) -> model of the same type and dimensions
         """
         args = self._constructor_args()
         unknown = sorted(set(changes) - set(args))
@@ -262,7 +274,13 @@ class SystemModel(abc.ABC):
         return type(self)(**args)
 
     def with_params(self, **values: Any) -> SystemModel:
-        """Rebuild the model from its named physical parameters with some of them changed."""
+        """Rebuild the model from its named physical parameters with some of them changed.
+
+        Shapes
+        ------
+        values : scalars (or nested tuples for x0_mean, x0_cov) -> model with the dimensions its
+        factory gives (unchanged unless a dimension parameter such as ``n`` changes)
+        """
         if self.factory is None:
             raise TypeError(
                 f"with_params: {self.name} was not built from named parameters; "
@@ -336,6 +354,11 @@ class SystemModel(abc.ABC):
         -------
         Trajectory
             x (B, T, n_x), y (B, T, n_y), u (B, T, n_u).
+
+        Shapes
+        ------
+        u : (B, T, n_u) or (T, n_u), x0 : (B, n_x) or (n_x,)
+        -> Trajectory(x (B, T, n_x), y (B, T, n_y), u (B, T, n_u))
         """
         T = check_positive_int(T, "T")
         B = check_positive_int(batch_size, "batch_size")
@@ -427,6 +450,11 @@ class NonlinearModel(SystemModel):
         one pass (see :meth:`f_and_jacobians`); must agree with ``f`` and the Jacobians.
     **kwargs
         Noise covariances, initial distribution and the rest, as in :class:`SystemModel`.
+
+    Shapes
+    ------
+    f : x (B, n_x), u (B, n_u) -> (B, n_x); h : x (B, n_x) -> (B, n_y);
+    f_jacobian -> (B, n_x, n_x), h_jacobian -> (B, n_y, n_x), input_jacobian -> (B, n_x, n_u)
     """
 
     def __init__(
@@ -515,9 +543,16 @@ class NonlinearModel(SystemModel):
 def one_pass_jacobians(
     model: SystemModel,
 ) -> Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor, Tensor]] | None:
-    """The model's ``f_and_jacobians`` when it is its own one-pass implementation (f, df/dx and
-    df/du sharing their work), not the generic default (f plus two separate Jacobians); None
-    otherwise. Estimators and planners use it to avoid evaluating f twice."""
+    """The model's own one-pass ``f_and_jacobians``, or None.
+
+    Returns the bound method when the model implements it (f, df/dx and df/du sharing their work),
+    not the generic default (f plus two separate Jacobians); None otherwise. Estimators and
+    planners use it to avoid evaluating f twice.
+
+    Shapes
+    ------
+    -> fn(x (B, n_x), u (B, n_u) or None) -> ((B, n_x), (B, n_x, n_x), (B, n_x, n_u)), or None
+    """
     method = getattr(type(model), "f_and_jacobians", None)
     if method is None or method is SystemModel.f_and_jacobians:
         return None

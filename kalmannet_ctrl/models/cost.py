@@ -25,6 +25,10 @@ class QuadraticCost:
     dtype, device :
         Default float64 on the CPU, or those of ``Q`` when it is a tensor.
 
+    Shapes
+    ------
+    Q : (n_x, n_x), R : (n_u, n_u); cost(x (..., n_x), u (..., n_u) or None) -> (...)
+
     Examples
     --------
     >>> c = QuadraticCost(Q=[[1.0, 0.0], [0.0, 0.0]], R=[[0.1]])
@@ -66,7 +70,12 @@ class QuadraticCost:
         return c
 
     def numpy(self) -> tuple[np.ndarray, np.ndarray]:
-        """(Q, R) as float64 NumPy arrays."""
+        """(Q, R) as float64 NumPy arrays.
+
+        Shapes
+        ------
+        -> (Q (n_x, n_x), R (n_u, n_u))
+        """
         return (
             self.Q.detach().cpu().numpy().astype(np.float64),
             self.R.detach().cpu().numpy().astype(np.float64),

@@ -43,6 +43,11 @@ class LinearGaussianModel(SystemModel):
     ``requires_grad=True`` makes every filter and simulation differentiable with respect to them.
     The Jacobians are exact (A and C).
 
+    Shapes
+    ------
+    A : (n_x, n_x), B : (n_x, n_u), C : (n_y, n_x);
+    f : x (B, n_x), u (B, n_u) -> (B, n_x); h : x (B, n_x) -> (B, n_y)
+
     Examples
     --------
     >>> import numpy as np
@@ -113,6 +118,7 @@ class LinearGaussianModel(SystemModel):
 
     @property
     def is_linear(self) -> bool:
+        """True: f and h are the linear maps A x + B u and C x."""
         return True
 
     def f(self, x: Tensor, u: Tensor | None = None) -> Tensor:
@@ -142,7 +148,13 @@ class LinearGaussianModel(SystemModel):
         }
 
     def numpy(self) -> dict[str, np.ndarray]:
-        """The model's matrices as float64 NumPy arrays (keys A, B, C, process_cov, ...)."""
+        """The model's matrices as float64 NumPy arrays (keys A, B, C, process_cov, ...).
+
+        Shapes
+        ------
+        -> {A (n_x, n_x), B (n_x, n_u), C (n_y, n_x), process_cov (n_x, n_x),
+        measurement_cov (n_y, n_y), x0_mean (n_x,), x0_cov (n_x, n_x)}
+        """
         return {
             k: getattr(self, k).detach().cpu().numpy().astype(np.float64)
             for k in ("A", "B", "C", "process_cov", "measurement_cov", "x0_mean", "x0_cov")
@@ -176,6 +188,11 @@ class LinearGaussianModel(SystemModel):
             Discretization method passed to ``control.sample_system``.
         **kwargs
             ``x0_mean``, ``x0_cov``, ``dtype`` ... as in the constructor.
+
+        Shapes
+        ------
+        sys with A (n_x, n_x), B (n_x, n_u), C (n_y, n_x), process_cov (n_x, n_x),
+        measurement_cov (n_y, n_y) -> model with the same n_x, n_u, n_y
         """
         import control
 
@@ -229,6 +246,11 @@ class LinearGaussianModel(SystemModel):
         DimensionError
             For a model without inputs and with n_x = 1 or n_y = 1, which python-control cannot
             represent (it reads a (1, 0) matrix as (0, 0)).
+
+        Shapes
+        ------
+        -> StateSpace with A (n_x, n_x), B (n_x, n_u), C (n_y, n_x), D (n_y, n_u) = 0
+        (python-control's own layout; its simulations are time-last)
         """
         import control
 

@@ -8,6 +8,9 @@ Each helper returns a new model and leaves its argument untouched:
   physical parameters changed (e.g. a 1.5× pole length, or the Lorenz Taylor order J = 2);
 - :func:`misstate_noise` scales the noise covariances (a designer's wrong noise levels).
 
+:func:`rotation_matrix` (the Givens rotation these use) lives in :mod:`._geometry`, shared with the
+Lorenz model of the library, and is re-exported here.
+
 A rotated model is no longer built from named parameters alone: it has no ``factory`` (so apply
 :func:`scale_parameters` before rotating), and its ``params`` keep the original parameters plus a
 ``"rotations"`` entry that records each rotation applied.
@@ -20,11 +23,11 @@ import numbers
 from collections.abc import Callable
 from typing import Any, Literal, cast
 
-import torch
 from torch import Tensor
 
-from .._validation import as_tensor, check_finite
 from ..errors import DimensionError, NonFiniteError, ParameterError
+from ._geometry import rotation_matrix
+from ._params import noise_parameter_kinds
 from .base import NonlinearModel, SystemModel
 from .linear import LinearGaussianModel
 
@@ -38,60 +41,6 @@ __all__ = [
 ]
 
 Side = Literal["left", "right"]
-
-
-def rotation_matrix(
-    n: int,
-    angle_deg: float | Tensor,
-    plane: tuple[int, int] = (0, 1),
-    *,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-) -> Tensor:
-    """The Givens rotation by ``angle_deg`` degrees in the coordinate plane ``plane``.
-
-    With ``(i, j) = plane``: ``R[i, i] = R[j, j] = cos θ``, ``R[i, j] = -sin θ``,
-    ``R[j, i] = sin θ``, and the identity elsewhere. For n = 2 and the default plane this is the
-    counter-clockwise rotation ``[[cos θ, -sin θ], [sin θ, cos θ]]`` of the KalmanNet paper.
-    Swapping the plane's indices reverses the direction. R is orthogonal with determinant 1 and
-    ``rotation_matrix(n, -a) == rotation_matrix(n, a).T``.
-
-    Parameters
-    ----------
-    n : int
-        Size of the matrix (>= 2).
-    angle_deg : float or Tensor
-        Angle in degrees. A 0-d tensor keeps its autograd graph (R is differentiable in it).
-    plane : (int, int)
-        Two distinct indices in ``[0, n)``.
-    dtype, device :
-        Default float64 on the CPU, or those of ``angle_deg`` when it is a floating tensor.
-
-    Shapes
-    ------
-    -> (n, n)
-    """
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"n: expected an integer >= 2, found {type(n).__name__}")
-    if n < 2:
-        raise DimensionError(f"n: a rotation needs a dimension >= 2, found n = {n}")
-    i, j = _check_plane(plane, n, "plane")
-    if isinstance(angle_deg, Tensor) and dtype is None:
-        dtype = angle_deg.dtype if angle_deg.is_floating_point() else None
-    angle = as_tensor(angle_deg, "angle_deg", dtype=dtype or torch.float64, device=device)
-    if angle.dim() != 0:
-        raise DimensionError(f"angle_deg: expected a scalar, found shape {tuple(angle.shape)}")
-    check_finite(angle, "angle_deg")
-    rad = angle * (math.pi / 180.0)
-    c, s = torch.cos(rad), torch.sin(rad)
-    eye = torch.eye(n, dtype=angle.dtype, device=angle.device)
-    ei, ej = eye[i], eye[j]
-    # identity + (c - 1)(e_i e_i' + e_j e_j') + s (e_j e_i' - e_i e_j'), built without in-place ops
-    return (
-        eye
-        + (c - 1.0) * (torch.outer(ei, ei) + torch.outer(ej, ej))
-        + s * (torch.outer(ej, ei) - torch.outer(ei, ej))
-    )
 
 
 def rotate_dynamics(
@@ -358,8 +307,6 @@ def misstate_noise(
     _check_model(model)
     p = _scale_value(process_scale, "process_scale", allow_zero=True)
     r = _scale_value(measurement_scale, "measurement_scale", allow_zero=False)
-    from .library import noise_parameter_kinds  # imported here: library imports this module
-
     params = dict(model.params)
     factory = model.factory
     kinds = noise_parameter_kinds(factory) if factory is not None else None
@@ -389,21 +336,6 @@ def _check_side(side: Any) -> Side:
     if side not in ("left", "right"):
         raise ValueError(f"side: expected 'left' or 'right', found {side!r}")
     return cast(Side, side)
-
-
-def _check_plane(plane: Any, n: int, name: str) -> tuple[int, int]:
-    try:
-        i, j = plane
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a pair of indices (i, j), found {plane!r}") from None
-    for k in (i, j):
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-            raise TypeError(f"{name}: expected integer indices, found {plane!r}")
-    if not (0 <= i < n and 0 <= j < n) or i == j:
-        raise DimensionError(
-            f"{name}: expected two distinct indices in [0, {n}), found {tuple(plane)!r}"
-        )
-    return int(i), int(j)
 
 
 def _scale_value(value: Any, name: str, *, allow_zero: bool) -> float:

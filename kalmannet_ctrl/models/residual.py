@@ -13,46 +13,18 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .._validation import as_tensor, check_finite, check_positive_int, check_shape
 from ..errors import CheckpointError, DimensionError, ParameterError
+from ._residual_net import _ACTIVATIONS, _InferenceWeights
 from .base import SystemModel
 
 __all__ = ["ResidualModel"]
 
-
-def _tanh(z: Tensor) -> Tensor:
-    # tanh z = 2 σ(2z) − 1: float64 torch.tanh is about twice as slow on CPUs (80 µs against
-    # 38 µs for 256 × 64 entries on one core, torch 2.13); absolute error ~1e-16
-    return 2.0 * torch.sigmoid(2.0 * z) - 1.0
-
-
-def _tanh_and_grad(z: Tensor) -> tuple[Tensor, Tensor]:
-    a = _tanh(z)
-    return a, 1.0 - a * a
-
-
-def _relu_and_grad(z: Tensor) -> tuple[Tensor, Tensor]:
-    return torch.relu(z), (z > 0).to(z.dtype)
-
-
-def _silu_and_grad(z: Tensor) -> tuple[Tensor, Tensor]:
-    s = torch.sigmoid(z)
-    return nn.functional.silu(z), s * (1.0 + z * (1.0 - s))
-
-
-# name -> (activation, activation and its derivative at the same pre-activation)
-_ACTIVATIONS: dict[
-    str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], tuple[Tensor, Tensor]]]
-] = {
-    "tanh": (_tanh, _tanh_and_grad),
-    "relu": (torch.relu, _relu_and_grad),
-    "silu": (nn.functional.silu, _silu_and_grad),
-}
 
 # entries of SystemModel's constructor that replace() forwards to the nominal model
 _NOMINAL_ARGS = (
@@ -307,6 +279,11 @@ class ResidualModel(SystemModel, nn.Module):
         (default: the model's, float64) casts the folded weights, e.g. to float32 for
         :class:`~kalmannet_ctrl.controllers.MPC`'s ``rollout_dtype``: :meth:`f` then computes
         the network in the dtype of its inputs.
+
+        Shapes
+        ------
+        -> linear L (n_x + n_u, n_x), bias c (n_x,), hidden [(W_i (in, out), b_i (out,))],
+        head H (width, n_x) or None
         """
         dtype = self.dtype if dtype is None else dtype
         # the cache is valid while every tensor the folding read is in place, unmodified; they
@@ -375,15 +352,30 @@ class ResidualModel(SystemModel, nn.Module):
         return _InferenceWeights(linear.contiguous(), bias.contiguous(), hidden, head, activation)
 
     def forward(self, x: Tensor, u: Tensor | None = None) -> Tensor:
-        """Same as :meth:`f`."""
+        """Same as :meth:`f`.
+
+        Shapes
+        ------
+        x : (B, n_x), u : (B, n_u) or None -> (B, n_x)
+        """
         return self.f(x, u)
 
     def h(self, x: Tensor) -> Tensor:
-        """The nominal measurement function (B, n_x) -> (B, n_y)."""
+        """The nominal measurement function.
+
+        Shapes
+        ------
+        x : (B, n_x) -> (B, n_y)
+        """
         return self.nominal.h(x)
 
     def h_jacobian(self, x: Tensor) -> Tensor:
-        """The nominal dh/dx, (B, n_x) -> (B, n_y, n_x)."""
+        """The nominal dh/dx.
+
+        Shapes
+        ------
+        x : (B, n_x) -> (B, n_y, n_x)
+        """
         return self.nominal.h_jacobian(x)
 
     def f_jacobian(self, x: Tensor, u: Tensor | None = None) -> Tensor:
@@ -541,6 +533,10 @@ class ResidualModel(SystemModel, nn.Module):
         Changes the nominal model's covariances, x_0 distribution, ``dt``, ``params``,
         ``factory`` or name (e.g. the process covariance set to the learned model's one-step
         error covariance); :func:`~kalmannet_ctrl.models.misstate_noise` works through it.
+
+        Shapes
+        ------
+        changes : as in :meth:`SystemModel.replace` -> ResidualModel of the same dimensions
         """
         unknown = sorted(set(changes) - set(_NOMINAL_ARGS))
         if unknown:
@@ -561,16 +557,6 @@ class ResidualModel(SystemModel, nn.Module):
             f"n_y={self.n_y}, hidden={self.hidden}, activation={self.activation!r}, "
             f"linear={self.use_linear})"
         )
-
-
-class _InferenceWeights(NamedTuple):
-    """:meth:`ResidualModel.inference_weights`: g_θ(v) = v L + act(… act(v W_1 + b_1) …) H + c."""
-
-    linear: Tensor  # L (n_x + n_u, n_x), the affine path (zero without one)
-    bias: Tensor  # c (n_x,)
-    hidden: list[tuple[Tensor, Tensor]]  # (W_i (in, out), b_i (out,)) per hidden layer
-    head: Tensor | None  # H (width, n_x); None without an MLP
-    activation: Callable[[Tensor], Tensor]
 
 
 def _residual_scale(r: Tensor) -> Tensor:
