@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 import kalmannet_ctrl.envs  # noqa: F401  (registers the environments)
-from kalmannet_ctrl.controllers import LQG, MPC, NeuralMPC
+from kalmannet_ctrl.controllers import LQG, LTV, MPC, MPPI, NeuralMPC
 from kalmannet_ctrl.models import ResidualModel, linearize
 
 LINEAR = "kalmannet_ctrl/LinearSystem-v0"
@@ -109,7 +109,11 @@ def classical_cases() -> list[Case]:
             CARTPOLE,
             "H=20, 1 iteration",
             lambda env: MPC(
-                env.true_model, env.cost, 20, input_bounds=_bounds(env), line_search=True
+                env.true_model,
+                env.cost,
+                20,
+                input_bounds=_bounds(env),
+                solver=LTV(line_search=True),
             ),
         ),
         Case(
@@ -117,7 +121,7 @@ def classical_cases() -> list[Case]:
             CARTPOLE,
             "H=20, K=256",
             lambda env: MPC(
-                env.true_model, env.cost, 20, input_bounds=_bounds(env), solver="mppi", seed=0
+                env.true_model, env.cost, 20, input_bounds=_bounds(env), solver=MPPI(seed=0)
             ),
         ),
         Case("MPC ltv (EKF)", PENDULUM, "H=30, 1 iteration", lambda env: pendulum(env)),
@@ -125,13 +129,13 @@ def classical_cases() -> list[Case]:
             "MPC mppi (EKF)",
             PENDULUM,
             "H=30, K=256",
-            lambda env: pendulum(env, solver="mppi", seed=0),
+            lambda env: pendulum(env, solver=MPPI(seed=0)),
         ),
         Case(
             "MPC mppi (EKF)",
             PENDULUM,
             "H=30, K=256, float32 rollouts",
-            lambda env: pendulum(env, solver="mppi", seed=0, rollout_dtype=torch.float32),
+            lambda env: pendulum(env, solver=MPPI(seed=0, rollout_dtype=torch.float32)),
         ),
     ]
 
@@ -147,8 +151,8 @@ def neural_mpc_cases() -> list[Case]:
         model = ResidualModel(env.nominal_model, hidden=(32, 32))
         return NeuralMPC(model, env.cost, horizon, input_bounds=_bounds(env), **kwargs)
 
-    def swing_up(env: Any, **kwargs: Any) -> NeuralMPC:
-        return neural(env, 30, solver="mppi", seed=0, cost_state=env.cost_state, **kwargs)
+    def swing_up(env: Any, **settings: Any) -> NeuralMPC:
+        return neural(env, 30, solver=MPPI(seed=0, **settings), cost_state=env.cost_state)
 
     return [
         Case("neural MPC ltv (EKF on f̂)", LINEAR, "H=20, MLP 32x32", lambda env: neural(env, 20)),

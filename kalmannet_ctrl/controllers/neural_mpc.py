@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import Tensor
 
+from ..estimators.base import Estimator
 from ..models.cost import QuadraticCost
 from ..models.linearize import linearize
 from ..models.residual import ResidualModel
 from .lqr import LQR
-from .mpc import MPC
+from .mpc import MPC, Solver
 
 __all__ = ["NeuralMPC"]
 
@@ -22,9 +25,10 @@ class NeuralMPC(MPC):
     model is kept and a network learns only what it misses, from transitions of the real system
     (:func:`kalmannet_ctrl.training.train_neural_mpc` runs the rounds: collect with the current
     controller plus exploration, fit g_θ, rebuild). Everything else is :class:`MPC`'s: the
-    planner ("ltv" sequential linearization by default, since f̂ is nonlinear, or "mppi"), box
-    input bounds, warm starts, and output feedback, by default through the extended Kalman
-    filter of f̂ (the learned model also sharpens the estimate).
+    solver (:class:`~kalmannet_ctrl.controllers.mpc.LTV`, sequential linearization, by default,
+    since f̂ is nonlinear, or :class:`~kalmannet_ctrl.controllers.mpc.MPPI`), box input
+    bounds, warm starts, and output feedback, by default through the extended Kalman filter of
+    f̂ (the learned model also sharpens the estimate).
 
     Parameters
     ----------
@@ -32,20 +36,31 @@ class NeuralMPC(MPC):
         The nominal model with its residual network (untrained: the nominal MPC exactly).
     cost : QuadraticCost
     horizon : int
+    input_bounds, estimator, cost_state :
+        As in :class:`MPC`.
     terminal_cost : None, "lqr" or array-like (n_x, n_x)
         ``"lqr"`` (default): the LQR value matrix of f̂ linearized at the origin (x = 0,
         u = 0). A learned f̂ is only approximately at rest there, so unlike :class:`MPC` the
         small offset f̂(0, 0) is ignored rather than refused.
-    **kwargs
-        Every other keyword of :class:`MPC` (``input_bounds``, ``estimator``, ``solver``,
-        ``cost_state``, ``samples``, ``seed``, ``rollout_dtype``, ...). For MPPI,
-        ``rollout_dtype=torch.float32`` runs the sampled rollouts through the (folded) network
-        in float32, about 1.3× faster per step on the pendulum (the nominal model must compute
-        in float32 too: the library's pendulum and cart-pole do).
+    solver : Solver, {"ltv", "mppi"} or None
+        As in :class:`MPC` (None: ``LTV()``). For MPPI,
+        ``MPPI(rollout_dtype=torch.float32)`` runs the sampled rollouts through the (folded)
+        network in float32, about 1.3× faster per step on the pendulum (the nominal model must
+        compute in float32 too: the library's pendulum and cart-pole do).
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not a ResidualModel; otherwise as :class:`MPC`.
+
+    Shapes
+    ------
+    predict: observation (n_y,) or (B, n_y) -> action (n_u,) or (B, n_u);
+    step: y (B, n_y) -> u (B, n_u); solve: x (B, n_x) -> plan (B, H, n_u)
 
     Notes
     -----
-    The condensed matrices and the terminal weight are computed at construction: after training
+    The solver's set-up and the terminal weight are computed at construction: after training
     the residual, build a new controller (``NeuralMPC(model, ...)``) rather than reusing one.
 
     Examples
@@ -59,7 +74,7 @@ class NeuralMPC(MPC):
     ...                 horizon=10, input_bounds=(-1.0, 1.0))
     >>> action, state = mpc.predict(np.array([0.5], dtype=np.float32))
     >>> mpc.solver, action.shape
-    ('ltv', (1,))
+    (LTV(iterations=1, line_search=False, max_qp_iterations=None), (1,))
     """
 
     def __init__(
@@ -68,8 +83,11 @@ class NeuralMPC(MPC):
         cost: QuadraticCost,
         horizon: int,
         *,
+        input_bounds: tuple[Any, Any] | None = None,
+        estimator: Estimator | None = None,
         terminal_cost: Any = "lqr",
-        **kwargs: Any,
+        cost_state: Callable[[Tensor], Any] | None = None,
+        solver: Solver | str | None = None,
     ) -> None:
         if not isinstance(model, ResidualModel):
             raise TypeError(
@@ -78,16 +96,35 @@ class NeuralMPC(MPC):
             )
         if isinstance(terminal_cost, str) and terminal_cost == "lqr":
             terminal_cost = _learned_lqr_weight(model, cost)
-        super().__init__(model, cost, horizon, terminal_cost=terminal_cost, **kwargs)
+        super().__init__(
+            model,
+            cost,
+            horizon,
+            input_bounds=input_bounds,
+            estimator=estimator,
+            terminal_cost=terminal_cost,
+            cost_state=cost_state,
+            solver=solver,
+        )
 
     @property
     def residual(self) -> ResidualModel:
-        """The prediction model f̂ (nominal model + residual network)."""
+        """The prediction model f̂ (nominal model + residual network).
+
+        Shapes
+        ------
+        f̂: x (B, n_x), u (B, n_u) -> (B, n_x)
+        """
         return self.model
 
 
 def _learned_lqr_weight(model: ResidualModel, cost: QuadraticCost) -> torch.Tensor:
-    """LQR value matrix of the learned model linearized at the origin (offset ignored)."""
+    """LQR value matrix of the learned model linearized at the origin (offset ignored).
+
+    Shapes
+    ------
+    -> (n_x, n_x)
+    """
     to = dict(dtype=model.dtype, device=model.device)
     with torch.no_grad():
         linear = linearize(

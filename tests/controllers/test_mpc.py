@@ -18,13 +18,16 @@ import kalmannet_ctrl.envs  # noqa: F401  (registers the environments)
 from kalmannet_ctrl.controllers import (
     LQG,
     LQR,
+    LTV,
     MPC,
+    MPPI,
+    QP,
     Controller,
     MPCSolution,
     MPCState,
     analytic_average_cost,
 )
-from kalmannet_ctrl.controllers._qp import solve_box_qp
+from kalmannet_ctrl.controllers.mpc._boxqp import solve_box_qp
 from kalmannet_ctrl.errors import (
     BatchSizeError,
     DimensionError,
@@ -336,8 +339,10 @@ def test_ltv_on_a_linear_model_equals_the_qp(B: int, line_search: bool) -> None:
     x = 3.0 * np.random.default_rng(5).normal(size=(B, 3))
     bounds = (-0.3, 0.25)
     qp = MPC(model, cost, 10, input_bounds=bounds).solve(x)
-    ltv = MPC(as_nonlinear(model), cost, 10, input_bounds=bounds, line_search=line_search)
-    assert ltv.solver == "ltv"
+    ltv = MPC(
+        as_nonlinear(model), cost, 10, input_bounds=bounds, solver=LTV(line_search=line_search)
+    )
+    assert isinstance(ltv.solver, LTV) and ltv.solver.line_search is line_search
     sol = ltv.solve(x)
     np.testing.assert_allclose(sol.plan.numpy(), qp.plan.numpy(), rtol=0, atol=1e-9)
     np.testing.assert_allclose(sol.cost.numpy(), qp.cost.numpy(), rtol=1e-10)
@@ -396,12 +401,7 @@ def test_mppi_with_many_samples_approaches_the_qp() -> None:
         cost,
         5,
         input_bounds=bounds,
-        solver="mppi",
-        samples=4000,
-        iterations=15,
-        temperature=0.05,
-        noise_std=0.2,
-        seed=0,
+        solver=MPPI(samples=4000, iterations=15, temperature=0.05, noise_std=0.2, seed=0),
     )
     sol = mppi.solve(x)
     np.testing.assert_allclose(sol.plan[:, 0].numpy(), qp.plan[:, 0].numpy(), atol=0.05)
@@ -422,29 +422,31 @@ def test_mppi_in_float32_finds_the_float64_optimum() -> None:
             env_cost,
             10,
             input_bounds=(-3.0, 3.0),
-            solver="mppi",
-            samples=4000,
-            iterations=15,
-            temperature=0.01,
-            noise_std=0.5,
-            seed=0,
-            rollout_dtype=dtype,
+            solver=MPPI(
+                samples=4000,
+                iterations=15,
+                temperature=0.01,
+                noise_std=0.5,
+                seed=0,
+                rollout_dtype=dtype,
+            ),
         )
-        assert mpc.rollout_dtype == dtype
+        assert mpc.solver.rollout_dtype == dtype
+        assert mpc.setup.rollout_dtype == (torch.float64 if dtype is None else dtype)
         sols.append(mpc.solve(x))
     ref, single = sols
     assert single.plan.dtype == single.cost.dtype == torch.float64
     np.testing.assert_allclose(single.plan[:, 0].numpy(), ref.plan[:, 0].numpy(), atol=0.05)
     np.testing.assert_allclose(single.cost.numpy(), ref.cost.numpy(), rtol=0.01)
     # the float32 rollout is the float64 one to float32 precision
-    mpc = MPC(pendulum(), env_cost, 10, solver="mppi", rollout_dtype=torch.float32)
+    mpc = MPC(pendulum(), env_cost, 10, solver=MPPI(rollout_dtype=torch.float32))
     U = torch.linspace(-1.0, 1.0, 10, dtype=torch.float64).view(1, 10, 1).expand(2, -1, -1)
     x0 = torch.as_tensor(x)
-    X64 = mpc._rollout(x0, U)
-    X32 = mpc._rollout(x0.float(), U.float())
+    X64 = mpc.rollout(x0, U)
+    X32 = mpc.rollout(x0.float(), U.float())
     assert X32.dtype == torch.float32
     np.testing.assert_allclose(X32.double().numpy(), X64.numpy(), rtol=1e-5, atol=1e-5)
-    c64, c32 = mpc._plan_cost(X64, U), mpc._plan_cost(X32, U.float())
+    c64, c32 = mpc.plan_cost(X64, U), mpc.plan_cost(X32, U.float())
     assert c32.dtype == torch.float32
     np.testing.assert_allclose(c32.double().numpy(), c64.numpy(), rtol=1e-5)
 
@@ -452,12 +454,15 @@ def test_mppi_in_float32_finds_the_float64_optimum() -> None:
 def test_rollout_dtype_errors() -> None:
     cost = QuadraticCost(Q=np.eye(2), R=[[0.1]])
     with pytest.raises(ParameterError, match="rollout_dtype"):  # float64 matrices
-        MPC(plant(), plant_cost(), 5, solver="mppi", rollout_dtype=torch.float32)
-    with pytest.raises(ParameterError, match="rollout_dtype"):  # no sampled rollouts
-        MPC(pendulum(), cost, 5, solver="ltv", rollout_dtype=torch.float32)
+        MPC(plant(), plant_cost(), 5, solver=MPPI(rollout_dtype=torch.float32))
+    MPC(pendulum(), cost, 5, solver=MPPI(rollout_dtype=torch.float32))  # the pendulum can
+    with pytest.raises(TypeError, match="rollout_dtype"):  # no sampled rollouts: no setting
+        LTV(rollout_dtype=torch.float32)
+    with pytest.raises(TypeError, match="rollout_dtype"):  # nor an MPC keyword
+        MPC(pendulum(), cost, 5, rollout_dtype=torch.float32)
     for bad in (torch.int32, "float32", np.float32):
         with pytest.raises(TypeError, match="rollout_dtype"):
-            MPC(pendulum(), cost, 5, solver="mppi", rollout_dtype=bad)
+            MPPI(rollout_dtype=bad)
 
 
 def test_warm_start_tracks_the_converged_solution() -> None:
@@ -469,16 +474,18 @@ def test_warm_start_tracks_the_converged_solution() -> None:
     x0 = torch.tensor([[0.0, 0.0, 0.35, 0.0], [0.5, 0.0, -0.3, 0.5]], dtype=torch.float64)
     est = StateFeedback(4)
     ref = MPC(
-        model, CARTPOLE_COST, 20, input_bounds=bounds, estimator=est, iterations=4, line_search=True
+        model,
+        CARTPOLE_COST,
+        20,
+        input_bounds=bounds,
+        estimator=est,
+        solver=LTV(iterations=4, line_search=True),
     )
     u_ref, _ = closed_loop(ref, model, x0, 30)
-    for solver, factor in (("ltv", 0.1), ("mppi", 0.5)):
+    for solver, factor in ((LTV(), 0.1), (MPPI(samples=32, seed=1), 0.5)):
         errors = []
         for reset_warm in (False, True):
-            kw = {"samples": 32, "seed": 1} if solver == "mppi" else {}
-            ctrl = MPC(
-                model, CARTPOLE_COST, 20, input_bounds=bounds, estimator=est, solver=solver, **kw
-            )
+            ctrl = MPC(model, CARTPOLE_COST, 20, input_bounds=bounds, estimator=est, solver=solver)
             u, _ = closed_loop(ctrl, model, x0, 30, reset_warm=reset_warm)
             errors.append(float((u - u_ref).abs().mean()))
         assert errors[0] < factor * errors[1], (solver, errors)
@@ -493,10 +500,7 @@ def test_mppi_replays_the_shifted_plan() -> None:
         CARTPOLE_COST,
         6,
         estimator=StateFeedback(4),
-        solver="mppi",
-        noise_std=1e-12,
-        samples=4,
-        seed=0,
+        solver=MPPI(noise_std=1e-12, samples=4, seed=0),
     )
     x = torch.zeros(2, 4, dtype=torch.float64)
     state = mpc.init(2)
@@ -518,8 +522,7 @@ def test_cost_state_wraps_the_pendulum_angle() -> None:
     model = pendulum()
     x = torch.tensor([[0.3, -0.5], [2.5, 1.0]], dtype=torch.float64)
     turned = x + torch.tensor([2 * math.pi, 0.0], dtype=torch.float64)
-    for solver in ("ltv", "mppi"):
-        kw = {"samples": 64, "seed": 0} if solver == "mppi" else {}
+    for solver in (LTV(), MPPI(samples=64, seed=0)):
         plans = [
             MPC(
                 model,
@@ -528,7 +531,6 @@ def test_cost_state_wraps_the_pendulum_angle() -> None:
                 input_bounds=(-2.0, 2.0),
                 cost_state=env.cost_state,
                 solver=solver,
-                **kw,
             ).solve(z)
             for z in (x, turned)
         ]
@@ -545,8 +547,8 @@ def test_cartpole_stays_up(solver: str) -> None:
     venv = gym.make_vec("kalmannet_ctrl/CartPole-v0", num_envs=4)
     env = venv.unwrapped
     bounds = (env.single_action_space.low, env.single_action_space.high)
-    kw = {"samples": 128, "seed": 0} if solver == "mppi" else {}
-    ctrl = MPC(env.true_model, env.cost, 15, input_bounds=bounds, solver=solver, **kw)
+    method = MPPI(samples=128, seed=0) if solver == "mppi" else LTV()
+    ctrl = MPC(env.true_model, env.cost, 15, input_bounds=bounds, solver=method)
     assert isinstance(ctrl.estimator, ExtendedKalmanFilter)
     obs, _ = venv.reset(seed=3)
     state, start = None, np.ones(4, dtype=bool)
@@ -572,9 +574,7 @@ def test_mppi_swings_the_pendulum_up(rollout_dtype: torch.dtype | None) -> None:
         30,
         input_bounds=(-2.0, 2.0),
         cost_state=env.env.cost_state,
-        solver="mppi",
-        seed=0,
-        rollout_dtype=rollout_dtype,
+        solver=MPPI(seed=0, rollout_dtype=rollout_dtype),
     )
     obs, _ = venv.reset(seed=0)
     state, start, costs = None, np.ones(2, dtype=bool), []
@@ -630,7 +630,7 @@ def test_closed_loop_warm_start_reduces_qp_iterations() -> None:
     m = plant().numpy()
     lin = LinearGaussianModel(m["A"], m["B"], np.eye(2), m["process_cov"], 1e-6 * np.eye(2))
     mpc = MPC(lin, plant_cost(), 20, input_bounds=(-0.5, 0.5), estimator=StateFeedback(2))
-    assert mpc.solver == "qp"
+    assert isinstance(mpc.solver, QP)
     x = torch.tensor([[6.0, -3.0], [-5.0, 4.0]], dtype=torch.float64)
     warm_its, cold_its, state = [], [], None
     for _ in range(15):
@@ -746,7 +746,7 @@ def test_mppi_is_deterministic_with_a_seed() -> None:
 
     def actions(seed: int, deterministic: bool) -> np.ndarray:
         ctrl = MPC(
-            model, plant_cost(), 8, input_bounds=(-1.0, 1.0), solver="mppi", samples=32, seed=seed
+            model, plant_cost(), 8, input_bounds=(-1.0, 1.0), solver=MPPI(samples=32, seed=seed)
         )
         state, out = None, []
         for t in range(10):
@@ -759,28 +759,35 @@ def test_mppi_is_deterministic_with_a_seed() -> None:
     assert not np.array_equal(actions(0, True), actions(1, True))
     assert not np.array_equal(actions(0, True), actions(0, False))
     gen = torch.Generator().manual_seed(0)
-    ctrl = MPC(model, plant_cost(), 8, solver="mppi", samples=32, generator=gen)
-    assert ctrl.generator is gen
+    ctrl = MPC(model, plant_cost(), 8, solver=MPPI(samples=32, generator=gen))
+    assert ctrl.setup.generator is gen
 
 
 def test_qp_iteration_cap_warns() -> None:
     model, cost = random_system(3, 2, 2, seed=19)
     x = 5 * np.random.default_rng(19).normal(size=(4, 3))
     assert MPC(model, cost, 20, input_bounds=(-0.05, 0.05)).solve(x).iterations > 2
-    mpc = MPC(model, cost, 20, input_bounds=(-0.05, 0.05), max_qp_iterations=2)
-    with pytest.warns(RuntimeWarning, match="max_qp_iterations"):
+    mpc = MPC(model, cost, 20, input_bounds=(-0.05, 0.05), solver=QP(max_iterations=2))
+    with pytest.warns(RuntimeWarning, match="QP's max_iterations"):
         sol = mpc.solve(x)
+    assert np.all(np.abs(sol.plan.numpy()) <= 0.05)
+    # the same cap on the box-QPs of sequential linearization
+    ltv = MPC(
+        as_nonlinear(model), cost, 20, input_bounds=(-0.05, 0.05), solver=LTV(max_qp_iterations=2)
+    )
+    with pytest.warns(RuntimeWarning, match="LTV's max_qp_iterations"):
+        sol = ltv.solve(x)
     assert np.all(np.abs(sol.plan.numpy()) <= 0.05)
 
 
 def test_attributes_and_repr() -> None:
     model, cost = plant(), plant_cost()
     mpc = MPC(model, cost, 4)
-    assert mpc.solver == "qp" and mpc.horizon == 4 and mpc.input_bounds is None
+    assert isinstance(mpc.solver, QP) and mpc.horizon == 4 and mpc.input_bounds is None
     np.testing.assert_allclose(mpc.terminal_weight.numpy(), LQR(model, cost).value_matrix.numpy())
-    assert "MPC(n_x=2, n_u=1, n_y=1, horizon=4, solver='qp'" in repr(mpc)
+    assert "MPC(n_x=2, n_u=1, n_y=1, horizon=4, solver=QP(max_iterations=None)" in repr(mpc)
     nl = MPC(cartpole(), CARTPOLE_COST, 4)
-    assert nl.solver == "ltv" and isinstance(nl.estimator, ExtendedKalmanFilter)
+    assert isinstance(nl.solver, LTV) and isinstance(nl.estimator, ExtendedKalmanFilter)
     assert np.all(np.linalg.eigvalsh(nl.terminal_weight.numpy()) > 0)
     assert MPC(model, cost, 4, terminal_cost=None).terminal_weight.abs().max() == 0
 
@@ -807,10 +814,13 @@ def test_constructor_errors() -> None:
     auto = LinearGaussianModel([[0.5]], None, [[1.0]], [[1.0]], [[1.0]])
     with pytest.raises(DimensionError, match=r"model: MPC needs a model with inputs"):
         MPC(auto, QuadraticCost([[1.0]], np.zeros((0, 0))), 5)
-    with pytest.raises(ParameterError, match="solver: expected one of"):
+    with pytest.raises(ParameterError, match="solver: expected None, a Solver"):
         MPC(model, cost, 5, solver="ipopt")
-    with pytest.raises(TypeError, match=r"model: solver='qp' needs a LinearGaussianModel"):
-        MPC(cartpole(), CARTPOLE_COST, 5, solver="qp")
+    with pytest.raises(TypeError, match="solver: expected None, a Solver"):
+        MPC(model, cost, 5, solver=LTV)  # the class, not an object
+    for qp in ("qp", QP()):
+        with pytest.raises(TypeError, match=r"model: solver='qp' needs a LinearGaussianModel"):
+            MPC(cartpole(), CARTPOLE_COST, 5, solver=qp)
     with pytest.raises(ValueError, match="cost_state: not supported by solver='qp'"):
         MPC(model, cost, 5, cost_state=lambda x: x)
     with pytest.raises(TypeError, match="cost_state: expected a callable"):
@@ -822,19 +832,22 @@ def test_constructor_errors() -> None:
     with pytest.raises(DimensionError, match="estimator: expected an estimator of the model's"):
         MPC(model, cost, 5, estimator=StateFeedback(3))
     with pytest.raises(ParameterError, match="samples: expected an integer >= 2"):
-        MPC(model, cost, 5, solver="mppi", samples=1)
+        MPPI(samples=1)
     with pytest.raises(ParameterError, match="temperature: expected a finite number > 0"):
-        MPC(model, cost, 5, solver="mppi", temperature=0.0)
+        MPPI(temperature=0.0)
     with pytest.raises(ParameterError, match="noise_std: expected finite values > 0"):
-        MPC(model, cost, 5, solver="mppi", noise_std=-1.0)
+        MPPI(noise_std=-1.0)
     with pytest.raises(DimensionError, match=r"noise_std: expected a scalar or shape \(1,\)"):
-        MPC(model, cost, 5, solver="mppi", noise_std=[1.0, 2.0])
+        MPC(model, cost, 5, solver=MPPI(noise_std=[1.0, 2.0]))  # n_u = 1: checked when bound
     with pytest.raises(ValueError, match="seed, generator: pass one of them"):
-        MPC(model, cost, 5, solver="mppi", seed=0, generator=torch.Generator())
+        MPPI(seed=0, generator=torch.Generator())
     with pytest.raises(ParameterError, match="iterations: expected an integer >= 1"):
-        MPC(model, cost, 5, iterations=0)
+        LTV(iterations=0)
     with pytest.raises(TypeError, match="line_search: expected a bool"):
-        MPC(model, cost, 5, line_search="yes")
+        LTV(line_search="yes")
+    for old in ({"iterations": 2}, {"samples": 8}, {"line_search": True}, {"seed": 0}):
+        with pytest.raises(TypeError, match="unexpected keyword argument"):  # solver settings
+            MPC(model, cost, 5, **old)
 
 
 def test_terminal_cost_errors() -> None:

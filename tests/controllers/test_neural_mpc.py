@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import kalmannet_ctrl.envs  # noqa: F401  (registers the environments)
-from kalmannet_ctrl.controllers import MPC, NeuralMPC
+from kalmannet_ctrl.controllers import LTV, MPC, MPPI, QP, NeuralMPC
 from kalmannet_ctrl.errors import ParameterError
 from kalmannet_ctrl.estimators import ExtendedKalmanFilter
 from kalmannet_ctrl.models import ResidualModel, pendulum
@@ -45,7 +45,7 @@ def test_untrained_residual_is_the_nominal_mpc(bound) -> None:
         bounds = (-bound, bound)  # active constraints
     neural = NeuralMPC(ResidualModel(nominal, hidden=(8,)), cost, 15, input_bounds=bounds)
     plain = MPC(nominal, cost, 15, input_bounds=bounds)
-    assert neural.solver == "ltv" and plain.solver == "qp"
+    assert isinstance(neural.solver, LTV) and isinstance(plain.solver, QP)
     y = measurements(true, 30, 5)
     np.testing.assert_allclose(run(neural, y), run(plain, y), rtol=0, atol=1e-6)
 
@@ -72,7 +72,7 @@ def test_terminal_weight_ignores_a_small_offset_at_the_origin() -> None:
     with torch.no_grad():
         model.linear_path.bias.fill_(1e-3)  # f̂(0, 0) ≠ 0: MPC's "lqr" would refuse it
     env_cost = gym.make("kalmannet_ctrl/Pendulum-v0").unwrapped.cost
-    neural = NeuralMPC(model, env_cost, 10, input_bounds=(-2.0, 2.0), solver="mppi", seed=0)
+    neural = NeuralMPC(model, env_cost, 10, input_bounds=(-2.0, 2.0), solver=MPPI(seed=0))
     assert torch.all(torch.linalg.eigvalsh(neural.terminal_weight) > 0)
     assert isinstance(neural.estimator, ExtendedKalmanFilter)
     assert neural.residual is model
@@ -196,3 +196,42 @@ def test_stable_baselines3_evaluate_policy_runs_neural_mpc() -> None:
         assert lengths == [30, 30]
         returns.append(episode_returns)
     np.testing.assert_allclose(returns[0], returns[1], rtol=1e-5)
+
+
+def test_training_translates_flat_solver_settings_into_solver_objects() -> None:
+    """``mpc_kwargs`` may give the former flat MPC keywords: they configure the named solver
+    (LTV without a name), and an MPPI solver without its own noise source gets the seed."""
+    kwargs = dict(horizon=3, rounds=1, episodes=1, steps=4, fit_steps=1, hidden=(2,))
+
+    def train(mpc_kwargs, seed=0):
+        return train_neural_mpc(LINEAR, seed=seed, mpc_kwargs=mpc_kwargs, progress=False, **kwargs)
+
+    flat, _ = train({"solver": "mppi", "samples": 8, "temperature": 0.5})
+    assert isinstance(flat.solver, MPPI)
+    assert flat.solver.settings() == MPPI(samples=8, temperature=0.5, seed=0).settings()
+    unseeded, _ = train({"solver": MPPI(samples=8)}, seed=3)
+    assert unseeded.solver.seed == 3
+    seeded, _ = train({"solver": MPPI(samples=8, seed=5)}, seed=3)
+    assert seeded.solver.seed == 5
+    ltv, _ = train({"line_search": True, "iterations": 2})
+    assert isinstance(ltv.solver, LTV) and ltv.solver.line_search and ltv.solver.iterations == 2
+    default, _ = train(None)
+    assert isinstance(default.solver, LTV) and default.solver.settings() == LTV().settings()
+    # the same MPPI settings, flat or as an object, give the same controller
+    obj, _ = train({"solver": MPPI(samples=8, temperature=0.5)})
+    y = measurements(gym.make(LINEAR).unwrapped.true_model, 5, 2)
+    np.testing.assert_array_equal(run(flat, y), run(obj, y))
+
+
+@pytest.mark.parametrize(
+    ("mpc_kwargs", "error", "match"),
+    [
+        ({"solver": MPPI(), "samples": 8}, TypeError, r"mpc_kwargs: give the solver's settings"),
+        ({"samples": 8}, ParameterError, r"\['samples'\] are not settings of LTV"),
+        ({"solver": "ltv", "temperature": 1.0}, ParameterError, "not settings of LTV"),
+        ({"solver": "ipopt", "samples": 8}, ParameterError, "mpc_kwargs: expected solver"),
+    ],
+)
+def test_bad_solver_settings_in_mpc_kwargs(mpc_kwargs, error, match) -> None:
+    with pytest.raises(error, match=match):
+        train_neural_mpc(LINEAR, mpc_kwargs=mpc_kwargs, progress=False)

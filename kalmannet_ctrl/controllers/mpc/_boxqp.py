@@ -1,4 +1,5 @@
-"""A batched exact solver for box-constrained convex quadratic programs (internal module).
+"""A batched exact solver for box-constrained convex quadratic programs (internal module of
+:mod:`kalmannet_ctrl.controllers.mpc`, used by its QP and LTV solvers).
 
 Solves, for every row b of a batch,
 
@@ -49,6 +50,10 @@ class BoxQPResult(NamedTuple):
     converged : Tensor, (B,) bool
         Rows whose KKT conditions hold; False only for rows stopped by ``max_iterations``
         (then ``solution`` holds the last feasible iterate).
+
+    Shapes
+    ------
+    solution (B, N), converged (B,)
     """
 
     solution: Tensor

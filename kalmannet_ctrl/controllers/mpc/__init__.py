@@ -1,0 +1,28 @@
+"""Model predictive control as a problem plus a solver object.
+
+:class:`MPC` is the problem (model, cost, horizon, input bounds, estimator, terminal cost,
+``cost_state``) and the controller; the method is a solver object holding only its own
+settings: :class:`QP` (the exact condensed box-QP of a linear model), :class:`LTV`
+(sequential linearization, real-time iteration) and :class:`MPPI` (sampling)::
+
+    MPC(model, cost, horizon, input_bounds=..., solver=MPPI(samples=256, seed=0))
+"""
+
+from .ltv import LTV
+from .mppi import MPPI
+from .problem import MPC, MPCSolution, MPCState, PlanWeights
+from .qp import QP
+from .solver import Plan, Setup, Solver
+
+__all__ = [
+    "LTV",
+    "MPC",
+    "MPPI",
+    "QP",
+    "MPCSolution",
+    "MPCState",
+    "Plan",
+    "PlanWeights",
+    "Setup",
+    "Solver",
+]
