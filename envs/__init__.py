@@ -22,18 +22,15 @@ from .core import MismatchParameter, PartiallyKnownEnv, PartiallyKnownVectorEnv,
 from .linear_system import LinearSystemEnv, LinearSystemVectorEnv
 from .lorenz import LorenzEnv, LorenzVectorEnv
 from .pendulum import PendulumEnv, PendulumVectorEnv
-from .wrappers import EstimateObservation, MeasurementHistory
 
 __all__ = [
     "ENV_IDS",
     "CartPoleEnv",
     "CartPoleVectorEnv",
-    "EstimateObservation",
     "LinearSystemEnv",
     "LinearSystemVectorEnv",
     "LorenzEnv",
     "LorenzVectorEnv",
-    "MeasurementHistory",
     "MismatchParameter",
     "PartiallyKnownEnv",
     "PartiallyKnownVectorEnv",

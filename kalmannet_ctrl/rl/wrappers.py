@@ -8,13 +8,14 @@ into the observation a model-free RL policy is trained on:
   KalmanNet, ...) run on the measurements and the applied actions;
 - :class:`MeasurementHistory`: the last k measurements (and optionally actions), stacked.
 
-Angle components (those the env declares in ``unwrapped.angle_states`` /
-``unwrapped.angle_measurements``, e.g. the pendulum's θ) are shown to the policy as (cos, sin),
-as Gymnasium's Pendulum does, so that the upright θ = 0, ±2π, … is one point of its input.
+Angle components (those a :class:`~kalmannet_ctrl.envs.PartiallyKnownEnv` declares in
+``angle_states`` / ``angle_measurements``, e.g. the pendulum's θ; none for other envs) are shown
+to the policy as (cos, sin), as Gymnasium's Pendulum does, so that the upright θ = 0, ±2π, … is
+one point of its input.
 
-Both compute their observation with :class:`kalmannet_ctrl.controllers.rl.PolicyObservation`,
-the object :class:`~kalmannet_ctrl.controllers.rl.RLController` uses at evaluation, so that a
-policy trained on a wrapped env runs unchanged on the raw measurements of the unwrapped one.
+Both compute their observation with :class:`~kalmannet_ctrl.rl.PolicyObservation`, the object
+:class:`~kalmannet_ctrl.rl.RLController` uses at evaluation, so that a policy trained on a
+wrapped env runs unchanged on the raw measurements of the unwrapped one.
 """
 
 from __future__ import annotations
@@ -27,18 +28,28 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from kalmannet_ctrl._validation import check_positive_int
-from kalmannet_ctrl.controllers.rl import PolicyObservation, RLState, default_estimator
-from kalmannet_ctrl.estimators import Estimator
-from kalmannet_ctrl.models import SystemModel
+from kalmannet_ctrl.envs import PartiallyKnownEnv
 
-__all__ = ["EstimateObservation", "MeasurementHistory"]
+from .._validation import check_positive_int
+from ..estimators.base import Estimator
+from .observations import PolicyObservation, RLState, default_estimator
+
+__all__ = ["EstimateObservation", "MeasurementHistory", "declared_angles"]
 
 
-def _declared_angles(env: gym.Env, attribute: str) -> tuple[int, ...]:
-    """The env's declared angle indices (``unwrapped.angle_states`` / ``angle_measurements``);
-    () for an env that declares none."""
-    return tuple(getattr(env.unwrapped, attribute, ()))
+def declared_angles(env: Any, observation: str) -> tuple[int, ...]:
+    """The angle components an env declares for a policy input of mode ``observation``.
+
+    ``env.unwrapped.angle_states`` (``"estimate"``) or ``env.unwrapped.angle_measurements``
+    (``"measurement"``) of a :class:`~kalmannet_ctrl.envs.PartiallyKnownEnv`; ``()`` (no
+    angles) for any other env.
+    """
+    unwrapped = env.unwrapped
+    if not isinstance(unwrapped, PartiallyKnownEnv):
+        return ()
+    if observation == "estimate":
+        return tuple(unwrapped.angle_states)
+    return tuple(unwrapped.angle_measurements)
 
 
 def _box_size(space: Any, name: str) -> int:
@@ -112,15 +123,17 @@ class EstimateObservation(_PolicyInputWrapper, gym.utils.RecordConstructorArgs):
         An environment with measurement observations and a Box action space, e.g.
         ``gym.make("kalmannet_ctrl/Pendulum-v0")``.
     estimator : Estimator, optional
-        Default: :func:`~kalmannet_ctrl.controllers.rl.default_estimator` of
-        ``env.unwrapped.nominal_model`` (Kalman filter if linear, EKF otherwise). Learned
-        estimators (KalmanNet, float32) work too.
+        Default: :func:`~kalmannet_ctrl.rl.default_estimator` of
+        ``env.unwrapped.nominal_model`` (a :class:`~kalmannet_ctrl.envs.PartiallyKnownEnv`'s;
+        Kalman filter if linear, EKF otherwise). Learned estimators (KalmanNet, float32) work
+        too.
     include_covariance : bool, default False
         Append diag(P_{t|t}) (estimators whose state has a ``cov``).
     angles : sequence of int, optional
         Components of x̂ shown as (cos, sin). Default: the env's declaration,
-        ``env.unwrapped.angle_states`` (``(0,)`` for the pendulum's θ, ``()`` if none); pass
-        ``()`` for the raw estimate.
+        ``env.unwrapped.angle_states`` (``(0,)`` for the pendulum's θ; ``()`` if none or for an
+        env that is not a :class:`~kalmannet_ctrl.envs.PartiallyKnownEnv`); pass ``()`` for the
+        raw estimate.
 
     Attributes
     ----------
@@ -134,8 +147,8 @@ class EstimateObservation(_PolicyInputWrapper, gym.utils.RecordConstructorArgs):
     Raises
     ------
     TypeError
-        If the spaces are not flat Boxes, or no estimator is given and the env has no
-        ``unwrapped.nominal_model``.
+        If the spaces are not flat Boxes, or no estimator is given and the env is not a
+        :class:`~kalmannet_ctrl.envs.PartiallyKnownEnv` (no ``unwrapped.nominal_model``).
     DimensionError
         If the estimator does not fit the env's measurement or action size.
     ParameterError
@@ -144,7 +157,7 @@ class EstimateObservation(_PolicyInputWrapper, gym.utils.RecordConstructorArgs):
     Examples
     --------
     >>> import gymnasium as gym
-    >>> import kalmannet_ctrl.envs
+    >>> import kalmannet_ctrl.envs  # registers the environments
     >>> env = EstimateObservation(gym.make("kalmannet_ctrl/LinearSystem-v0"))
     >>> obs, info = env.reset(seed=0)
     >>> obs.shape, obs.dtype, info["measurement"].shape
@@ -167,15 +180,14 @@ class EstimateObservation(_PolicyInputWrapper, gym.utils.RecordConstructorArgs):
         n_y = _box_size(env.observation_space, "observation")
         n_u = _box_size(env.action_space, "action")
         if estimator is None:
-            nominal = getattr(env.unwrapped, "nominal_model", None)
-            if not isinstance(nominal, SystemModel):
+            if not isinstance(env.unwrapped, PartiallyKnownEnv):
                 raise TypeError(
                     "estimator: the env has no unwrapped.nominal_model to build the default "
                     f"estimator on ({type(env.unwrapped).__name__}); pass an estimator"
                 )
-            estimator = default_estimator(nominal)
+            estimator = default_estimator(env.unwrapped.nominal_model)
         if angles is None:
-            angles = _declared_angles(env, "angle_states")
+            angles = declared_angles(env, "estimate")
         self.estimator = estimator
         super().__init__(
             env,
@@ -199,7 +211,7 @@ class MeasurementHistory(_PolicyInputWrapper, gym.utils.RecordConstructorArgs):
     and angles it equals Gymnasium's
     ``FrameStackObservation(env, k, padding_type="zero")`` flattened; this wrapper exists so
     that the actions can be stacked too and so that
-    :class:`~kalmannet_ctrl.controllers.rl.RLController` reproduces it at evaluation with the
+    :class:`~kalmannet_ctrl.rl.RLController` reproduces it at evaluation with the
     same code. Actions are stacked as applied (clipped to the action space).
 
     Parameters
@@ -211,8 +223,9 @@ class MeasurementHistory(_PolicyInputWrapper, gym.utils.RecordConstructorArgs):
     include_actions : bool, default False
     angles : sequence of int, optional
         Components of the measurement shown as (cos, sin). Default: the env's declaration,
-        ``env.unwrapped.angle_measurements`` (``(0,)`` for the pendulum's θ, ``()`` if none);
-        pass ``()`` for the raw measurements.
+        ``env.unwrapped.angle_measurements`` (``(0,)`` for the pendulum's θ; ``()`` if none or
+        for an env that is not a :class:`~kalmannet_ctrl.envs.PartiallyKnownEnv`); pass ``()``
+        for the raw measurements.
 
     Shapes
     ------
@@ -229,7 +242,7 @@ class MeasurementHistory(_PolicyInputWrapper, gym.utils.RecordConstructorArgs):
     Examples
     --------
     >>> import gymnasium as gym
-    >>> import kalmannet_ctrl.envs
+    >>> import kalmannet_ctrl.envs  # registers the environments
     >>> env = MeasurementHistory(gym.make("kalmannet_ctrl/CartPole-v0"), length=3)
     >>> obs, _ = env.reset(seed=0)
     >>> obs.shape, bool((obs[:4] == 0).all())
@@ -249,7 +262,7 @@ class MeasurementHistory(_PolicyInputWrapper, gym.utils.RecordConstructorArgs):
             self, length=length, include_actions=include_actions, angles=angles
         )
         if angles is None:
-            angles = _declared_angles(env, "angle_measurements")
+            angles = declared_angles(env, "measurement")
         n_y = _box_size(env.observation_space, "observation")
         n_u = _box_size(env.action_space, "action")
         super().__init__(
@@ -266,4 +279,5 @@ class MeasurementHistory(_PolicyInputWrapper, gym.utils.RecordConstructorArgs):
 
     @property
     def length(self) -> int:
+        """k, the number of measurements stacked."""
         return self.policy_input.history

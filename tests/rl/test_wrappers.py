@@ -14,15 +14,10 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from gymnasium.wrappers import FrameStackObservation
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from kalmannet_ctrl.envs import (
-    ENV_IDS,
-    EstimateObservation,
-    MeasurementHistory,
-    PartiallyKnownEnv,
-    PendulumEnv,
-)
+from kalmannet_ctrl.envs import ENV_IDS, PartiallyKnownEnv, PendulumEnv
 from kalmannet_ctrl.errors import DimensionError, ParameterError
 from kalmannet_ctrl.estimators import ExtendedKalmanFilter, KalmanFilter, KalmanNet
+from kalmannet_ctrl.rl import EstimateObservation, MeasurementHistory, declared_angles
 
 LINEAR = "kalmannet_ctrl/LinearSystem-v0"
 PENDULUM = "kalmannet_ctrl/Pendulum-v0"
@@ -291,6 +286,18 @@ def test_mismatch_option_passes_through_reset() -> None:
     env = EstimateObservation(gym.make(PENDULUM))
     env.reset(seed=0, options={"mismatch": {"mass": 2.0}})
     assert env.unwrapped.mismatch["mass"] == 2.0
+
+
+def test_envs_that_declare_nothing_get_no_angles() -> None:
+    """The angles come from a PartiallyKnownEnv's declaration; any other env has none (here
+    Gymnasium's Pendulum, whose observation (cos θ, sin θ, θ̇) needs none)."""
+    foreign = gym.make("Pendulum-v1")
+    assert not isinstance(foreign.unwrapped, PartiallyKnownEnv)
+    assert declared_angles(foreign, "measurement") == () == declared_angles(foreign, "estimate")
+    env = MeasurementHistory(foreign, 2)
+    assert env.policy_input.angles == () and env.observation_space.shape == (6,)
+    assert declared_angles(gym.make(PENDULUM), "estimate") == PendulumEnv.angle_states
+    assert declared_angles(gym.make(PENDULUM), "measurement") == PendulumEnv.angle_measurements
 
 
 # -- errors ----------------------------------------------------------------------------------------

@@ -1,0 +1,50 @@
+"""Model-free RL with Stable-Baselines3: policy observations, their Gymnasium wrappers, the
+adapter on the controller base, training, persistence and hyperparameters.
+
+- :mod:`~kalmannet_ctrl.rl.observations`: what a policy sees (:class:`PolicyObservation`, an
+  estimate x̂_{t|t} or a measurement history, angles as (cos, sin)), its state :class:`RLState`;
+- :mod:`~kalmannet_ctrl.rl.wrappers`: :class:`EstimateObservation` and
+  :class:`MeasurementHistory`, the training envs' view;
+- :mod:`~kalmannet_ctrl.rl.controller`: :class:`RLController`, a trained policy on raw
+  measurements (a :class:`~kalmannet_ctrl.controllers.base.BaseController`);
+- :mod:`~kalmannet_ctrl.rl.persistence`: save/load, the JSON sidecar, :func:`load_rl`;
+- :mod:`~kalmannet_ctrl.rl.train`: :func:`train_rl`;
+- :mod:`~kalmannet_ctrl.rl.hyperparams`: :data:`HYPERPARAMS`, read from
+  ``hyperparams/<algo>.yml`` as in rl-baselines3-zoo.
+
+Stable-Baselines3 (and PyYAML) are the optional extra ``rl``
+(``pip install "kalmannet-ctrl[rl]"``); Stable-Baselines3 is imported when a policy is built,
+trained or loaded, never at import.
+"""
+
+from ._deps import require_sb3
+from .controller import RLController
+from .hyperparams import ALGOS, HYPERPARAMS, hyperparams_for
+from .observations import (
+    OBSERVATION_MODES,
+    PolicyObservation,
+    RLState,
+    angle_features,
+    default_estimator,
+)
+from .persistence import load_rl
+from .train import train_rl
+from .wrappers import EstimateObservation, MeasurementHistory, declared_angles
+
+__all__ = [
+    "ALGOS",
+    "HYPERPARAMS",
+    "OBSERVATION_MODES",
+    "EstimateObservation",
+    "MeasurementHistory",
+    "PolicyObservation",
+    "RLController",
+    "RLState",
+    "angle_features",
+    "declared_angles",
+    "default_estimator",
+    "hyperparams_for",
+    "load_rl",
+    "require_sb3",
+    "train_rl",
+]
