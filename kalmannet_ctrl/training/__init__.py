@@ -6,10 +6,8 @@ from .datasets import env_rollouts, split, trajectories
 from .fit import FitResult, estimation_loss, fit
 from .neural_mpc import prediction_error_cov, train_neural_mpc
 from .residual import Transitions, collect_transitions, fit_residual, one_step_mse
-from .rl import HYPERPARAMS, load_rl, train_rl
 
 __all__ = [
-    "HYPERPARAMS",
     "FitResult",
     "Transitions",
     "closed_loop_cost",
@@ -22,12 +20,10 @@ __all__ = [
     "fit_residual",
     "learned_lqg",
     "load_checkpoint",
-    "load_rl",
     "one_step_mse",
     "prediction_error_cov",
     "save_checkpoint",
     "split",
     "train_neural_mpc",
-    "train_rl",
     "trajectories",
 ]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .._io import atomic_path
 from ..errors import CheckpointError
 
 __all__ = ["load_checkpoint", "save_checkpoint"]
@@ -41,16 +41,8 @@ def save_checkpoint(estimator: nn.Module, path: str | os.PathLike[str], **metada
         "state_dict": {k: v.detach().cpu() for k, v in estimator.state_dict().items()},
     }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

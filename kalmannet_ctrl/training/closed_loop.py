@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_positive_float, check_positive_int
+from ..controllers.base import BaseController
 from ..controllers.lqg import LQG
 from ..controllers.lqr import LQR, design_model
 from ..errors import DimensionError, ParameterError
@@ -22,6 +23,7 @@ from .datasets import env_rollouts, split
 from .fit import FitResult, _optimize, _update, fit
 from .neural_mpc import prediction_error_cov
 from .residual import Transitions, fit_residual
+from .rollout import check_exploration_std
 
 __all__ = ["closed_loop_cost", "control_weight", "fit_closed_loop", "learned_lqg"]
 
@@ -34,7 +36,7 @@ def learned_lqg(
     *,
     episodes: int = 200,
     steps: int | None = None,
-    exploration_std: float = 0.1,
+    exploration_std: float = 0.01,
     supervised: bool = True,
     loss_weight: str = "control",
     fit_steps: int = 1000,
@@ -53,8 +55,8 @@ def learned_lqg(
 
     1. Roll out ``episodes`` episodes of ``env_id`` in closed loop under the exploration policy:
        LQG designed on the env's nominal model (the model-based baseline: the LQR and the
-       Kalman filter of :func:`design_model`) with Gaussian
-       excitation of std ``exploration_std`` added to its actions (clipped to the bounds).
+       Kalman filter of :func:`design_model`) with Gaussian excitation added to its actions
+       (``exploration_std``, relative to the bounds; then clipped to the bounds).
     2. Train the estimator on the nominal model (KalmanNet, or the KF/EKF with learned noise
        covariances) with :func:`~kalmannet_ctrl.training.fit`, on the measurements and applied
        inputs, with ``info["state"]`` as labels (``supervised=True``) or without any state
@@ -79,7 +81,9 @@ def learned_lqg(
         Training rollouts: number and length (default the env's episode limit); 20 % of the
         episodes are held out for validation.
     exploration_std : float
-        Std of the excitation added to the baseline's actions, in action units (≥ 0).
+        The excitation added to the baseline's actions, relative to the bounds: standard
+        deviation ``exploration_std · (high − low) / 2`` per input (≥ 0; the default 0.01 is
+        0.1 N on CartPole-v0). The convention of :mod:`kalmannet_ctrl.training.rollout`.
     supervised : bool
         Train on state labels (``loss="state"``) or on measurements only (``"measurement"``).
     loss_weight : {"control", "uniform"}
@@ -138,8 +142,7 @@ def learned_lqg(
     """
     episodes = check_positive_int(episodes, "episodes")
     fit_steps = check_positive_int(fit_steps, "fit_steps")
-    if exploration_std != 0.0:
-        exploration_std = check_positive_float(exploration_std, "exploration_std")
+    exploration_std = check_exploration_std(exploration_std)
     if loss_weight not in ("control", "uniform"):
         raise ValueError(f"loss_weight: expected 'control' or 'uniform', found {loss_weight!r}")
     closed_loop_steps = check_positive_int(closed_loop_steps, "closed_loop_steps", minimum=0)
@@ -160,26 +163,17 @@ def learned_lqg(
     bounds = (env.action_space.low, env.action_space.high)
     design = design_model(nominal)
     baseline = LQG(design, cost, input_bounds=bounds)
-    data = env_rollouts(
+    rollouts = env_rollouts(
         env_id,
         episodes,
-        policy=baseline,
+        controller=baseline,
         steps=steps,
         seed=seed,
-        action_noise=exploration_std,
+        exploration_std=exploration_std,
         env_kwargs=env_kwargs,
     )
-    if isinstance(estimator, str):
-        if estimator == "kalmannet":
-            net = KalmanNet(nominal, generator=torch.Generator().manual_seed(seed))
-            est: torch.nn.Module = net
-        else:
-            est = LearnedNoiseKalmanFilter(nominal)
-    else:
-        est = estimator
-    rollouts = data
-    if _dtype(est) == torch.float32:
-        data = Trajectory(*(t.float() for t in data))
+    est = _new_estimator(estimator, nominal, seed)
+    data = Trajectory(*(t.float() for t in rollouts)) if _dtype(est) == torch.float32 else rollouts
     train, val = split(data, (0.8, 0.2), seed=seed)
     weight = None
     if supervised and loss_weight == "control":
@@ -204,14 +198,9 @@ def learned_lqg(
     controller = LQG(design, cost, est, input_bounds=bounds)
     info: dict[str, Any] = {"fit": record}
     if closed_loop_steps:
-        measured = torch.isfinite(rollouts.y).all(-1)
-        transitions = Transitions.from_trajectory(rollouts, mask=measured)
-        residual = ResidualModel(
-            nominal, hidden=simulator_hidden, generator=torch.Generator().manual_seed(seed)
+        simulator = _fit_simulator(
+            rollouts, nominal, simulator_hidden, simulator_fit_steps, seed=seed, progress=progress
         )
-        fit_residual(residual, transitions, steps=simulator_fit_steps, seed=seed, progress=progress)
-        residual.eval()
-        simulator = residual.replace(process_cov=prediction_error_cov(residual, transitions))
         info["simulator"] = simulator
         options = {"seed": seed, "progress": progress, **dict(closed_loop_options or {})}
         info["closed_loop"] = fit_closed_loop(
@@ -220,6 +209,34 @@ def learned_lqg(
     info["env_steps"] = int(torch.isfinite(data.y[..., 0]).sum())  # padding after an end is NaN
     info["train_s"] = time.perf_counter() - start
     return controller, info
+
+
+def _new_estimator(estimator: str | torch.nn.Module, nominal: SystemModel, seed: int) -> Any:
+    """The estimator ``learned_lqg`` trains: a named one built on ``nominal``, or the module."""
+    if estimator == "kalmannet":
+        return KalmanNet(nominal, generator=torch.Generator().manual_seed(seed))
+    if estimator == "learned-noise":
+        return LearnedNoiseKalmanFilter(nominal)
+    return estimator
+
+
+def _fit_simulator(
+    rollouts: Trajectory,
+    nominal: SystemModel,
+    hidden: tuple[int, ...],
+    fit_steps: int,
+    *,
+    seed: int,
+    progress: bool,
+) -> ResidualModel:
+    """The nominal model plus a residual fitted to the rollouts' measured transitions, with
+    its one-step prediction-error covariance as process noise."""
+    measured = torch.isfinite(rollouts.y).all(-1)
+    transitions = Transitions.from_trajectory(rollouts, mask=measured)
+    residual = ResidualModel(nominal, hidden=hidden, generator=torch.Generator().manual_seed(seed))
+    fit_residual(residual, transitions, steps=fit_steps, seed=seed, progress=progress)
+    residual.eval()
+    return residual.replace(process_cov=prediction_error_cov(residual, transitions))
 
 
 def closed_loop_cost(
@@ -327,8 +344,8 @@ def fit_closed_loop(
     ParameterError
         For non-positive counts or learning rate.
     """
-    estimator = getattr(controller, "estimator", None)
-    if not hasattr(controller, "step") or not isinstance(estimator, torch.nn.Module):
+    estimator = controller.estimator if isinstance(controller, BaseController) else None
+    if not isinstance(estimator, torch.nn.Module):
         raise TypeError(
             "controller: expected an LQG whose estimator is a torch module, found "
             f"{type(controller).__name__} with {type(estimator).__name__}"
@@ -367,7 +384,8 @@ def fit_closed_loop(
         return x0, w, v
 
     train, val = draw(episodes), draw(val_episodes)
-    frozen = [p for p in getattr(model, "parameters", lambda: [])() if p.requires_grad]
+    owned = model.parameters() if isinstance(model, torch.nn.Module) else ()
+    frozen = [p for p in owned if p.requires_grad]
 
     def train_step(idx: Tensor, opt: torch.optim.Optimizer) -> float:
         estimator.train()

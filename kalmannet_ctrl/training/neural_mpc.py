@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -10,6 +11,7 @@ import gymnasium as gym
 import torch
 
 from .._validation import check_positive_int
+from ..controllers.mpc import LTV, MPPI, QP, Solver
 from ..controllers.neural_mpc import NeuralMPC
 from ..errors import ParameterError
 from ..estimators import ExtendedKalmanFilter
@@ -19,6 +21,26 @@ from .residual import Transitions, collect_transitions, fit_residual, one_step_m
 __all__ = ["env_cost_state", "prediction_error_cov", "train_neural_mpc"]
 
 STATE_SOURCES = ("privileged", "estimated")
+
+#: The solver settings ``mpc_kwargs`` may still give as MPC keywords (the former flat
+#: constructor), per solver: keyword -> the solver's setting.
+_FLAT_SETTINGS: dict[type[Solver], dict[str, str]] = {
+    QP: {"max_qp_iterations": "max_iterations"},
+    LTV: {k: k for k in ("iterations", "line_search", "max_qp_iterations")},
+    MPPI: {
+        k: k
+        for k in (
+            "samples",
+            "temperature",
+            "noise_std",
+            "iterations",
+            "seed",
+            "generator",
+            "rollout_dtype",
+        )
+    },
+}
+_SOLVER_NAMES: dict[str, type[Solver]] = {"qp": QP, "ltv": LTV, "mppi": MPPI}
 
 
 def train_neural_mpc(
@@ -77,9 +99,13 @@ def train_neural_mpc(
     env_kwargs : mapping, optional
         Passed to the env (e.g. ``{"mismatch": {...}}``).
     mpc_kwargs : mapping, optional
-        Keywords of :class:`NeuralMPC`/:class:`MPC` (``solver``, ``samples``,
-        ``terminal_cost``, ...). ``input_bounds`` defaults to the env's action space and
-        ``cost_state`` to the env's (e.g. the pendulum's wrapped angle).
+        Keywords of :class:`NeuralMPC`/:class:`MPC` (``solver``, ``terminal_cost``, ...).
+        ``input_bounds`` defaults to the env's action space and ``cost_state`` to the env's
+        (e.g. the pendulum's wrapped angle). ``solver`` is a solver object (e.g.
+        ``MPPI(samples=64)``) or a name; with a name (or none) the solver's settings may also
+        be given as keywords (``{"solver": "mppi", "samples": 64}``, ``{"line_search":
+        True}``), as the former MPC keywords. An MPPI solver without its own ``seed`` or
+        ``generator`` is seeded with ``seed``.
     progress : bool
         Show progress bars.
 
@@ -96,7 +122,10 @@ def train_neural_mpc(
     Raises
     ------
     ParameterError
-        For an unknown ``states`` or non-positive counts.
+        For an unknown ``states`` or non-positive counts, or a solver setting in
+        ``mpc_kwargs`` that the chosen solver does not have.
+    TypeError
+        If ``mpc_kwargs`` gives solver settings beside a solver object.
     """
     import kalmannet_ctrl.envs  # noqa: F401  (registers the environments)
 
@@ -114,8 +143,7 @@ def train_neural_mpc(
         **({"cost_state": hook} if (hook := env_cost_state(env)) is not None else {}),
         **dict(mpc_kwargs or {}),
     }
-    if kwargs.get("solver") == "mppi":
-        kwargs.setdefault("seed", seed)
+    kwargs = _with_solver_object(kwargs, seed)
 
     deployed = model
 
@@ -163,6 +191,38 @@ def train_neural_mpc(
     return controller, info
 
 
+def _with_solver_object(kwargs: dict[str, Any], seed: int) -> dict[str, Any]:
+    """MPC keywords whose ``solver`` is a solver object (or None, the default): a name (or
+    None, the default LTV of a learned model) with flat solver settings becomes the solver they
+    configure; an MPPI solver without its own noise source gets ``seed``."""
+    solver = kwargs.pop("solver", None)
+    flat = {k: kwargs.pop(k) for k in {k for v in _FLAT_SETTINGS.values() for k in v} & set(kwargs)}
+    if isinstance(solver, Solver):
+        if flat:
+            raise TypeError(
+                f"mpc_kwargs: give the solver's settings to the solver object ({solver!r}), "
+                f"found {sorted(flat)} beside it"
+            )
+    elif solver is not None or flat:
+        if solver is not None and solver not in _SOLVER_NAMES:
+            raise ParameterError(
+                f"mpc_kwargs: expected solver to be a Solver or one of {list(_SOLVER_NAMES)}, "
+                f"found {solver!r}"
+            )
+        cls = LTV if solver is None else _SOLVER_NAMES[solver]
+        names = _FLAT_SETTINGS[cls]
+        unknown = sorted(set(flat) - set(names))
+        if unknown:
+            raise ParameterError(
+                f"mpc_kwargs: {unknown} are not settings of {cls.__name__} (solver="
+                f"{cls.name!r}); its settings are {sorted(names)}"
+            )
+        solver = cls(**{names[k]: v for k, v in flat.items()})
+    if isinstance(solver, MPPI) and solver.seed is None and solver.generator is None:
+        solver = dataclasses.replace(solver, seed=seed)
+    return {**kwargs, "solver": solver}
+
+
 def prediction_error_cov(model: Any, data: Transitions) -> torch.Tensor:
     """Covariance of the one-step prediction errors x_next − f̂(x, u) of ``model`` on ``data``:
     an estimate of the process noise the model leaves unexplained (symmetric, PSD).
@@ -183,7 +243,10 @@ def env_cost_state(env: Any) -> Any:
     wrapped angle), else None (the identity: nothing for MPC to apply)."""
     from kalmannet_ctrl.envs import PartiallyKnownEnv
 
-    own = getattr(type(env), "cost_state", None)
-    if own is None or own is PartiallyKnownEnv.cost_state:
+    base = env.unwrapped
+    if (
+        not isinstance(base, PartiallyKnownEnv)
+        or type(base).cost_state is PartiallyKnownEnv.cost_state
+    ):
         return None
-    return env.cost_state
+    return base.cost_state

@@ -27,11 +27,12 @@ from torch import Tensor
 from tqdm import tqdm
 
 from .._validation import as_tensor, check_finite, check_positive_float, check_positive_int
-from ..errors import DimensionError, NonFiniteError, NotPositiveDefiniteError, ParameterError
+from ..errors import DimensionError, NotPositiveDefiniteError, ParameterError
+from ..estimators.base import Estimator
 from ..models.base import SystemModel, Trajectory
 from ..models.residual import ResidualModel, _residual_scale
-from .datasets import _Rollout, _rollout
 from .fit import FitResult, _optimize, _update
+from .rollout import Rollout, check_controller, check_exploration_std, run_episodes
 
 __all__ = ["Transitions", "collect_transitions", "fit_residual", "one_step_mse"]
 
@@ -167,9 +168,10 @@ def collect_transitions(
     episodes : int
         Number of episodes.
     exploration_std : float
-        Gaussian exploration noise added to every action, with standard deviation
-        ``exploration_std · (high − low) / 2`` per input (a fraction of the half-range of the
-        action space, which must then be bounded); the result is clipped to the bounds.
+        Gaussian exploration noise added to every action, relative to the bounds: standard
+        deviation ``exploration_std · (high − low) / 2`` per input (a fraction of the half-range
+        of the action space, which must then be bounded); the result is clipped to the bounds
+        (the convention of :mod:`kalmannet_ctrl.training.rollout`).
     states : "privileged" or Estimator
         The state labels: the true states ``info["state"]``, or the filtered estimates x̂_{t|t}
         of an estimator (e.g. a Kalman filter, EKF or KalmanNet on the nominal model) run on the
@@ -204,22 +206,9 @@ def collect_transitions(
     import kalmannet_ctrl.envs  # noqa: F401  (registers the environments)
 
     episodes = check_positive_int(episodes, "episodes")
-    exploration_std = _nonnegative(exploration_std, "exploration_std")
+    exploration_std = check_exploration_std(exploration_std)
     estimator = _check_states(states)
-    if isinstance(controller, str) and controller != "random":
-        raise ParameterError(
-            f"controller: expected a controller with predict(), 'random' or None, "
-            f"found {controller!r}"
-        )
-    if not (
-        controller is None
-        or isinstance(controller, str)
-        or callable(getattr(controller, "predict", None))
-    ):
-        raise TypeError(
-            "controller: expected an object with predict(observation, state, episode_start, "
-            f"deterministic), 'random' or None, found {type(controller).__name__}"
-        )
+    controller = check_controller(controller)
     if env_kwargs is not None and not isinstance(env, str):
         raise ValueError("env_kwargs: only used when env is an id; configure the env instead")
     if steps is not None:
@@ -227,48 +216,21 @@ def collect_transitions(
     envs, owned = _as_vector_env(env, episodes, steps, env_kwargs)
     try:
         T = steps if steps is not None else _time_limit(env, envs)
-        space = envs.single_action_space
-        if not isinstance(space, gym.spaces.Box):
-            raise TypeError(f"env: expected a Box action space, found {type(space).__name__}")
-        low, high = space.low.astype(np.float64).ravel(), space.high.astype(np.float64).ravel()
-        bounded = bool(np.all(np.isfinite(low)) and np.all(np.isfinite(high)))
-        if not bounded and (exploration_std > 0 or controller == "random"):
-            raise ParameterError(
-                "env: exploration noise and random actions need a bounded action space, "
-                f"found low={low.tolist()}, high={high.tolist()}"
-            )
-        E, n_u = envs.num_envs, low.shape[0]
-        noise_std = exploration_std * (high - low) / 2.0 if exploration_std > 0 else None
+        E = envs.num_envs
         rng = np.random.default_rng(seed)
         n_batches = -(-episodes // E)
         parts = []
         bar = tqdm(total=n_batches * T, desc="collect", disable=not progress, leave=False)
         for k in range(n_batches):
-            ctrl_state = None
-
-            def act(obs: np.ndarray, start: np.ndarray) -> np.ndarray:
-                nonlocal ctrl_state
-                if controller is None:
-                    a = np.zeros((E, n_u))
-                elif isinstance(controller, str):
-                    a = rng.uniform(low, high, size=(E, n_u))
-                else:
-                    a, ctrl_state = controller.predict(
-                        obs, state=ctrl_state, episode_start=start, deterministic=True
-                    )
-                a = np.asarray(a, dtype=np.float64)
-                if a.size != E * n_u:
-                    raise DimensionError(
-                        f"controller: expected actions of shape ({E}, {n_u}), found {a.shape}"
-                    )
-                a = a.reshape(E, n_u)
-                if not np.all(np.isfinite(a)):
-                    raise NonFiniteError("controller: returned non-finite actions")
-                if noise_std is not None:
-                    a = a + noise_std * rng.standard_normal((E, n_u))
-                return a
-
-            roll = _rollout(envs, T, act, seed=seed if k == 0 else None, bar=bar)
+            roll = run_episodes(
+                envs,
+                controller,
+                T,
+                seed=seed if k == 0 else None,
+                exploration_std=exploration_std,
+                rng=rng,
+                bar=bar,
+            )
             keep = min(E, episodes - k * E)
             parts.append(_label(roll, keep, estimator))
         bar.close()
@@ -283,7 +245,7 @@ def _check_states(states: Any) -> Any:
         if states != "privileged":
             raise ParameterError(f"states: expected 'privileged' or an estimator, found {states!r}")
         return None
-    if not callable(getattr(states, "filter", None)):
+    if not isinstance(states, Estimator):
         raise TypeError(
             "states: expected 'privileged' or an estimator with filter(y, u), "
             f"found {type(states).__name__}"
@@ -329,7 +291,7 @@ def _time_limit(env: Any, envs: gym.vector.VectorEnv) -> int:
     raise ParameterError("steps: the env has no time limit; pass steps")
 
 
-def _label(roll: _Rollout, keep: int, estimator: Any) -> Transitions:
+def _label(roll: Rollout, keep: int, estimator: Any) -> Transitions:
     """The transitions of the first ``keep`` copies of a rollout, with their state labels."""
     run = roll.running[:keep]
     u = roll.u[:keep]

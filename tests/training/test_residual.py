@@ -295,7 +295,7 @@ def test_transitions_from_padded_env_rollouts_keep_only_the_episodes_pairs() -> 
     from kalmannet_ctrl.training import env_rollouts
 
     env_id = "kalmannet_ctrl/CartPole-v0"
-    data = env_rollouts(env_id, 6, steps=40, seed=0)
+    data = env_rollouts(env_id, 6, controller="random", steps=40, seed=0)
     measured = torch.isfinite(data.y).all(-1)
     assert not measured.all()  # some episodes ended early
     pairs = Transitions.from_trajectory(data, mask=measured)

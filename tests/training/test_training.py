@@ -211,6 +211,7 @@ def test_env_rollouts_are_labelled_and_padded() -> None:
     data = env_rollouts(
         "kalmannet_ctrl/CartPole-v0",
         6,
+        controller="random",
         steps=80,
         seed=2,
         env_kwargs={"mismatch": {"pole_length": 0.45, "pole_mass": 2.0, "cart_mass": 0.6}},

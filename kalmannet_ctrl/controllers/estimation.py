@@ -1,0 +1,150 @@
+"""A controller that only estimates: zero input, the estimator running on the measurements."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..estimators.base import Estimator
+from ..models.base import SystemModel
+from .base import BaseController, check_estimator, parse_input_bounds
+
+__all__ = ["EstimationOnly", "EstimationState"]
+
+
+class EstimationState(NamedTuple):
+    """Recurrent state of an :class:`EstimationOnly` controller.
+
+    Attributes
+    ----------
+    estimator_state :
+        The estimator's state after the last measurement.
+    u_prev : Tensor, (B, n_u)
+        The input applied after the last measurement (the zero input projected onto the
+        bounds); zero for rows that start an episode.
+    """
+
+    estimator_state: Any
+    u_prev: Tensor
+
+
+class EstimationOnly(BaseController):
+    """Zero input (projected onto the actuator limits) with an estimator in the loop.
+
+    The estimation-only use of a closed-loop benchmark: the plant runs open loop while the
+    estimator filters its measurements, and :meth:`estimate` reports x̂_{t|t}, so estimators
+    (Kalman filters, KalmanNet, RNNs) are compared on the same episodes as controllers.
+
+    Parameters
+    ----------
+    model : SystemModel
+        The model the estimator believes (it fixes n_x, n_u, n_y).
+    estimator : Estimator, optional
+        Default :func:`~kalmannet_ctrl.estimators.default_filter` of ``model``.
+    input_bounds : (low, high), optional
+        Actuator limits, scalars or (n_u,) arrays; the applied input is 0 clipped into them.
+
+    Shapes
+    ------
+    predict: observation (n_y,) or (B, n_y) -> action (n_u,) or (B, n_u), the constant input;
+    estimate: -> (B, n_x)
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not a SystemModel or ``estimator`` lacks the Estimator protocol.
+    DimensionError
+        If the estimator or the bounds do not match the model's dimensions.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kalmannet_ctrl.models import lorenz
+    >>> ctrl = EstimationOnly(lorenz(), input_bounds=(-1.0, 1.0))
+    >>> action, state = ctrl.predict(np.zeros((4, 3), dtype=np.float32))
+    >>> action.shape, float(np.abs(action).max()), tuple(ctrl.estimate(state).shape)
+    ((4, 3), 0.0, (4, 3))
+    """
+
+    state_type = EstimationState
+
+    def __init__(
+        self,
+        model: SystemModel,
+        estimator: Estimator | None = None,
+        *,
+        input_bounds: tuple[Any, Any] | None = None,
+    ) -> None:
+        if not isinstance(model, SystemModel):
+            raise TypeError(f"model: expected a SystemModel, found {type(model).__name__}")
+        self.model = model
+        self.estimator = check_estimator(estimator, model)
+        self.input_bounds = parse_input_bounds(input_bounds, model)
+        self._input = self.clip(torch.zeros(model.n_u, dtype=model.dtype, device=model.device))
+
+    @property
+    def n_x(self) -> int:
+        return self.model.n_x
+
+    @property
+    def n_u(self) -> int:
+        return self.model.n_u
+
+    @property
+    def n_y(self) -> int:
+        return self.model.n_y
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def init(self, batch_size: int) -> EstimationState:
+        """The estimator's prior and u_prev = 0.
+
+        Shapes
+        ------
+        -> u_prev (B, n_u)
+        """
+        u_prev = torch.zeros(batch_size, self.n_u, dtype=self.dtype, device=self.device)
+        return EstimationState(self.estimator.init(batch_size), u_prev)
+
+    def reset_rows(self, state: EstimationState, mask: Tensor) -> EstimationState:
+        """Estimator prior and u_prev = 0 for the rows where ``mask`` is True.
+
+        Shapes
+        ------
+        mask : (B,) bool
+        """
+        est_state = self.estimator.reset(state.estimator_state, mask)
+        u_prev = torch.where(mask[:, None], torch.zeros_like(state.u_prev), state.u_prev)
+        return EstimationState(est_state, u_prev)
+
+    def act(
+        self,
+        state: EstimationState,
+        y: Tensor,
+        *,
+        episode_start: Tensor | None,
+        deterministic: bool,
+    ) -> tuple[Tensor, EstimationState]:
+        """Estimator step with (u_{t−1}, y_t); the action is the constant input.
+
+        Shapes
+        ------
+        y : (B, n_y) -> u (B, n_u)
+        """
+        _, est_state = self.estimator.step(state.estimator_state, y, state.u_prev)
+        u = self._input.expand(y.shape[0], -1)
+        return u, EstimationState(est_state, u)
+
+    def __repr__(self) -> str:
+        return (
+            f"EstimationOnly(n_x={self.n_x}, n_u={self.n_u}, n_y={self.n_y}, "
+            f"estimator={type(self.estimator).__name__})"
+        )
