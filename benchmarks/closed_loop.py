@@ -12,7 +12,7 @@ followed by the fraction of the gap between nominal LQG and the oracle that each
 
 ``--rl`` adds the model-free policies (Stable-Baselines3 PPO and SAC, each observing the nominal
 filter's estimate and a history of measurements; hyperparameters and budgets from
-``kalmannet_ctrl.training.HYPERPARAMS``): about two hours of CPU more (one with two workers),
+``kalmannet_ctrl.rl.HYPERPARAMS``): about two hours of CPU more (one with two workers),
 most of it SAC.
 
 Trained artefacts and finished cells are cached in ``--output`` (rerun to resume; delete the

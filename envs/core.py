@@ -182,9 +182,14 @@ class PartiallyKnownEnv(gym.Env[np.ndarray, np.ndarray]):
     angle_states, angle_measurements : tuple of int
         Indices of the state and of the measurement components that are angles (rad, 2π
         periodic); default none. Policies see them as (cos, sin)
-        (:class:`~kalmannet_ctrl.controllers.rl.PolicyObservation`, the wrappers of
-        :mod:`kalmannet_ctrl.envs.wrappers` and :func:`~kalmannet_ctrl.training.train_rl` read
-        them).
+        (:class:`~kalmannet_ctrl.rl.PolicyObservation`, the wrappers of
+        :mod:`kalmannet_ctrl.rl.wrappers` and :func:`~kalmannet_ctrl.rl.train_rl` read them).
+    task : str
+        What the env is benchmarked on (see the class attribute); default "regulation".
+
+    These capabilities (with :meth:`cost_state`, :meth:`failed` and :meth:`succeeded`) are
+    declared here with defaults, so callers read them from any ``PartiallyKnownEnv`` without
+    probing; the native vector env forwards them.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}

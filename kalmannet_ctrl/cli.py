@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
+from ._io import atomic_write_text
 from .estimators import ExtendedKalmanFilter, KalmanFilter, UnscentedKalmanFilter
 from .metrics import mse_db
 from .models import SystemModel
@@ -336,7 +337,7 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         print(f"kalmannet-ctrl compare: error: {exc}", file=sys.stderr)
         return 1
     table = results.to_markdown()
-    (out / "results.md").write_text(table + "\n")
+    atomic_write_text(out / "results.md", table + "\n")
     results.to_csv(out / "results.csv")
     results.to_json(out / "results.json")
     written = ["results.md", "results.csv", "results.json"]

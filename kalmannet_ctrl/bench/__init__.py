@@ -11,7 +11,7 @@
 from .cache import ArtifactCache
 from .defaults import DEFAULT_METHODS, DEFAULT_SCENARIO_NAMES, DEFAULT_SCENARIOS, default_scenarios
 from .executors import CellError, RayExecutor
-from .methods import METHODS, BuildContext, EstimatorOnly, Method, get_method, register_method
+from .methods import METHODS, BuildContext, Method, get_method, register_method
 from .plots import cost_figure, error_figure, mismatch_figure, trajectory_figure, write_plots
 from .results import CellResult, Results
 from .runner import CellTask, LocalExecutor, compare, run_cell
@@ -27,7 +27,6 @@ __all__ = [
     "CellError",
     "CellResult",
     "CellTask",
-    "EstimatorOnly",
     "LocalExecutor",
     "Method",
     "RayExecutor",

@@ -1,6 +1,7 @@
 """On-disk caches of the compare runner: trained artefacts and finished cells.
 
-Every file is written atomically (a temporary file in the same folder, then a rename), so an
+Every file is written atomically (:mod:`kalmannet_ctrl._io`: a temporary file in the same folder,
+then a rename), so an
 interrupted run never leaves a half-written entry; an entry that cannot be read back (truncated,
 foreign or from another version) is rebuilt rather than trusted.
 """
@@ -11,12 +12,11 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["ArtifactCache", "atomic_write_text", "stable_hash"]
+__all__ = ["ArtifactCache", "stable_hash"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -26,23 +26,6 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     """A short hash of a JSON-able object, stable across runs and machines."""
     blob = json.dumps(obj, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ArtifactCache:

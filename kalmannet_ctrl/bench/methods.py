@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor
 
-from ..controllers import LQG, design_model
+from .._io import atomic_write_text
+from ..controllers import LQG, EstimationOnly, design_model
+from ..errors import ParameterError
 from ..estimators import (
     ExtendedKalmanFilter,
     KalmanNet,
@@ -27,13 +27,12 @@ from ..estimators import (
     RNNEstimator,
 )
 from ..models import LinearGaussianModel, SystemModel, Trajectory
-from .cache import ArtifactCache, atomic_write_text, stable_hash
+from .cache import ArtifactCache, stable_hash
 from .scenario import Scenario
 
 __all__ = [
     "METHODS",
     "BuildContext",
-    "EstimatorOnly",
     "Method",
     "get_method",
     "register_method",
@@ -62,6 +61,52 @@ class BuildContext:
     train_info: dict[str, Any] = field(default_factory=dict)
     method: Method | None = None
 
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """The method's settings (empty without a method)."""
+        return {} if self.method is None else self.method.config
+
+    def options(
+        self,
+        *names: str,
+        required: tuple[str, ...] = (),
+        accepted: tuple[str, ...] | None = None,
+    ) -> dict[str, Any]:
+        """The config's entries among ``names`` (keywords of a training function or a solver:
+        what the config leaves out takes that function's default, so each default is stated
+        once, in its signature).
+
+        Parameters
+        ----------
+        names : str
+            The keys wanted.
+        required : tuple of str
+            Keys the config must hold.
+        accepted : tuple of str, optional
+            Every key the method's build reads (default ``names``); any other key is an error,
+            so that a misspelt setting is never silently ignored.
+
+        Raises
+        ------
+        ParameterError
+            If the config holds a key outside ``accepted`` or lacks one of ``required``.
+        """
+        cfg = dict(self.config)
+        unknown = sorted(set(cfg) - set(names if accepted is None else accepted))
+        if unknown:
+            raise ParameterError(
+                f"config: method {self.method_name!r} has no settings {unknown}; "
+                f"it reads {sorted(names if accepted is None else accepted)}"
+            )
+        missing = [k for k in required if k not in cfg]
+        if missing:
+            raise ParameterError(f"config: method {self.method_name!r} needs {missing}")
+        return {k: cfg[k] for k in names if k in cfg}
+
+    @property
+    def method_name(self) -> str:
+        return "method" if self.method is None else self.method.name
+
     def cached(
         self,
         build: Callable[[], Any],
@@ -76,9 +121,12 @@ class BuildContext:
         the training data used) is stored beside the artefact and restored with it;
         ``train_info["loaded"]`` tells which happened.
         """
-        name = "method" if self.method is None else self.method.name
-        config = {} if self.method is None else dict(self.method.config)
-        parts = (self.scenario.key(), f"{name}-{stable_hash(config, 8)}", f"seed-{self.seed}")
+        config = dict(self.config)
+        parts = (
+            self.scenario.key(),
+            f"{self.method_name}-{stable_hash(config, 8)}",
+            f"seed-{self.seed}",
+        )
         info_file = "train_info.json"
 
         def save_all(obj: Any, folder: Path) -> None:
@@ -184,91 +232,54 @@ def build_lqg_nominal(ctx: BuildContext) -> LQG:
     return _lqg(ctx, ctx.env.nominal_model)
 
 
-class EstimatorOnly:
-    """A controller that applies zero input (clipped into the action bounds) and only estimates.
-
-    For estimation benchmarks on the environments: the estimator runs on the measurements and
-    :meth:`estimate` exposes x̂_{t|t}. Controller protocol (``predict``), batched.
-    """
-
-    def __init__(self, estimator: Any, action_low: np.ndarray, action_high: np.ndarray) -> None:
-        self.estimator = estimator
-        self._action = np.clip(0.0, action_low, action_high).astype(np.float32)
-
-    def predict(
-        self,
-        observation: Any,
-        state: Any = None,
-        episode_start: Any = None,
-        deterministic: bool = True,
-    ) -> tuple[np.ndarray, Any]:
-        obs = np.asarray(observation, dtype=np.float64)
-        single = obs.ndim == 1
-        y = torch.as_tensor(obs.reshape(1, -1) if single else obs)
-        B = y.shape[0]
-        u_prev = torch.as_tensor(np.tile(self._action, (B, 1)), dtype=y.dtype)
-        if state is None or state.mean.shape[0] != B:
-            state, u_prev = self.estimator.init(B), None
-        elif episode_start is not None:
-            state = self.estimator.reset(state, np.asarray(episode_start, dtype=bool).reshape(-1))
-        with torch.no_grad():
-            _, state = self.estimator.step(state, y, u_prev)
-        action = np.broadcast_to(self._action, (B, self._action.size)).copy()
-        return (action[0] if single else action), state
-
-    def estimate(self, state: Any) -> Tensor:
-        return state.mean
+def _estimation_only(ctx: BuildContext, model: SystemModel, estimator: Any) -> EstimationOnly:
+    bounds = (ctx.env.action_space.low, ctx.env.action_space.high)
+    return EstimationOnly(model, estimator, input_bounds=bounds)
 
 
-def _ekf_only(ctx: BuildContext, model: SystemModel) -> EstimatorOnly:
-    env = ctx.env
-    return EstimatorOnly(ExtendedKalmanFilter(model), env.action_space.low, env.action_space.high)
+def _ekf_only(ctx: BuildContext, model: SystemModel) -> EstimationOnly:
+    return _estimation_only(ctx, model, ExtendedKalmanFilter(model))
 
 
-def build_ekf_oracle(ctx: BuildContext) -> EstimatorOnly:
+def build_ekf_oracle(ctx: BuildContext) -> EstimationOnly:
     """Zero input; an EKF on the true model estimates the state."""
     return _ekf_only(ctx, ctx.env.true_model)
 
 
-def build_ekf_nominal(ctx: BuildContext) -> EstimatorOnly:
+def build_ekf_nominal(ctx: BuildContext) -> EstimationOnly:
     """Zero input; an EKF on the nominal model estimates the state."""
     return _ekf_only(ctx, ctx.env.nominal_model)
 
 
 def _trained_estimator(ctx: BuildContext, cls: type, make: Callable[[], Any], float32: bool) -> Any:
-    """Train ``make()`` on zero-input rollouts of the scenario (or load it from the cache)."""
+    """Train ``make()`` on zero-input rollouts of the scenario (or load it from the cache).
+
+    The method's config gives the rollouts (``episodes``, ``steps``) and the keywords of
+    :func:`~kalmannet_ctrl.training.fit` (``fit_steps`` as its ``steps``, ``batch_size``,
+    ``lr``); what it leaves out takes those functions' defaults.
+    """
     from ..training import env_rollouts, fit, load_checkpoint, save_checkpoint, split
 
-    cfg = dict(ctx.method.config) if ctx.method is not None else {}
-    episodes, T = int(cfg.get("episodes", 100)), int(cfg.get("T", 100))
+    keys = ("episodes", "steps", "fit_steps", "batch_size", "lr")
+    data_opts = ctx.options("episodes", "steps", required=("episodes", "steps"), accepted=keys)
+    fit_opts = ctx.options("fit_steps", "batch_size", "lr", accepted=keys)
+    if "fit_steps" in fit_opts:
+        fit_opts["steps"] = fit_opts.pop("fit_steps")
 
     def build() -> Any:
         start = time.perf_counter()
         data = env_rollouts(
-            ctx.scenario.env_id,
-            episodes,
-            policy="zero",
-            steps=T,
-            seed=ctx.seed,
-            env_kwargs=ctx.scenario.make_kwargs(),
+            ctx.scenario.env_id, seed=ctx.seed, env_kwargs=ctx.scenario.make_kwargs(), **data_opts
         )
         if float32:
             data = Trajectory(*(t.float() for t in data))
         train, val = split(data, (0.8, 0.2), seed=ctx.seed)
         est = make()
-        if hasattr(est, "set_normalization"):
+        if isinstance(est, RNNEstimator):
             est.set_normalization(train)
-        fit(
-            est,
-            train,
-            val,
-            steps=int(cfg.get("fit_steps", 200)),
-            batch_size=int(cfg.get("batch_size", 32)),
-            lr=float(cfg.get("lr", 1e-3)),
-            seed=ctx.seed,
-            progress=False,
-        )
-        ctx.train_info.update(env_steps=episodes * T, train_s=time.perf_counter() - start)
+        fit(est, train, val, seed=ctx.seed, progress=False, **fit_opts)
+        env_steps = data_opts["episodes"] * data_opts["steps"]
+        ctx.train_info.update(env_steps=env_steps, train_s=time.perf_counter() - start)
         return est
 
     def save(est: Any, folder: Path) -> None:
@@ -282,64 +293,74 @@ def _trained_estimator(ctx: BuildContext, cls: type, make: Callable[[], Any], fl
     return est
 
 
-def build_learned_noise(ctx: BuildContext) -> EstimatorOnly:
+def build_learned_noise(ctx: BuildContext) -> EstimationOnly:
     """Zero input; a KF/EKF on the nominal model with covariances learned from rollouts."""
     model = ctx.env.nominal_model
     est = _trained_estimator(
         ctx, LearnedNoiseKalmanFilter, lambda: LearnedNoiseKalmanFilter(model), float32=False
     )
-    return EstimatorOnly(est, ctx.env.action_space.low, ctx.env.action_space.high)
+    return _estimation_only(ctx, model, est)
 
 
-def build_kalmannet(ctx: BuildContext) -> EstimatorOnly:
+def build_kalmannet(ctx: BuildContext) -> EstimationOnly:
     """Zero input; KalmanNet on the nominal model, trained on rollouts with state labels."""
     model = ctx.env.nominal_model
     gen = torch.Generator().manual_seed(ctx.seed)
     est = _trained_estimator(ctx, KalmanNet, lambda: KalmanNet(model, generator=gen), float32=True)
-    return EstimatorOnly(est, ctx.env.action_space.low, ctx.env.action_space.high)
+    return _estimation_only(ctx, model, est)
 
 
-def build_rnn(ctx: BuildContext) -> EstimatorOnly:
+def build_rnn(ctx: BuildContext) -> EstimationOnly:
     """Zero input; a GRU from measurements to states, trained on rollouts."""
     model = ctx.env.nominal_model
     gen = torch.Generator().manual_seed(ctx.seed)
     est = _trained_estimator(
         ctx, RNNEstimator, lambda: RNNEstimator(model, generator=gen), float32=True
     )
-    return EstimatorOnly(est, ctx.env.action_space.low, ctx.env.action_space.high)
+    return _estimation_only(ctx, model, est)
 
 
 def has_inputs(env: Any) -> bool:
-    """Whether MPC applies: an env with inputs whose task is a regulation or a swing-up (the
-    env's ``task``; without one, any env with inputs)."""
-    task = getattr(env, "task", None)
-    return env.nominal_model.n_u > 0 and task in (None, "regulation", "swing-up")
+    """Whether MPC applies: an env with inputs whose (declared) task is a regulation or a
+    swing-up."""
+    return env.nominal_model.n_u > 0 and env.unwrapped.task in ("regulation", "swing-up")
 
 
-def _mpc_options(ctx: BuildContext) -> dict[str, Any]:
-    """MPC settings for a scenario: "ltv" about the regulated origin, MPPI for a swing-up."""
+#: What the MPC methods' configs may hold: the horizon of a regulation task and of a swing-up
+#: (MPPI), and MPPI's settings (keywords of :class:`~kalmannet_ctrl.controllers.MPPI`).
+_MPC_KEYS = ("horizon", "swing_up_horizon", "samples", "rollout_dtype")
+#: ... and for neural MPC the keywords of :func:`~kalmannet_ctrl.training.train_neural_mpc`.
+_NEURAL_MPC_KEYS = (
+    "rounds",
+    "episodes",
+    "steps",
+    "exploration_std",
+    "states",
+    "hidden",
+    "fit_steps",
+)
+
+
+def _mpc_options(ctx: BuildContext, accepted: tuple[str, ...]) -> tuple[int, dict[str, Any]]:
+    """The horizon and MPC keywords for a scenario: the default solver (QP, or LTV about the
+    regulated origin), MPPI for a swing-up (with the config's ``samples``/``rollout_dtype``)."""
+    from ..controllers import MPPI
     from ..training.neural_mpc import env_cost_state
 
     env = ctx.env
-    cfg = dict(ctx.method.config) if ctx.method is not None else {}
+    regulation = regulates_the_origin(env)
+    horizon_key = "horizon" if regulation else "swing_up_horizon"
+    cfg = ctx.options(*_MPC_KEYS, required=(horizon_key,), accepted=accepted)
     opts: dict[str, Any] = {"input_bounds": (env.action_space.low, env.action_space.high)}
-    if not regulates_the_origin(env):
-        opts.update(
-            solver="mppi",
-            samples=int(cfg.get("samples", 256)),
-            seed=ctx.seed,
-            rollout_dtype=getattr(torch, str(cfg.get("rollout_dtype", "float64"))),
-        )
+    if not regulation:
+        mppi = {k: cfg[k] for k in ("samples", "rollout_dtype") if k in cfg}
+        if "rollout_dtype" in mppi:
+            mppi["rollout_dtype"] = getattr(torch, str(mppi["rollout_dtype"]))
+        opts["solver"] = MPPI(seed=ctx.seed, **mppi)
     hook = env_cost_state(env)
     if hook is not None:
         opts["cost_state"] = hook
-    return opts
-
-
-def _horizon(ctx: BuildContext) -> int:
-    cfg = dict(ctx.method.config) if ctx.method is not None else {}
-    key = "horizon" if regulates_the_origin(ctx.env) else "swing_up_horizon"
-    return int(cfg.get(key, 20 if key == "horizon" else 30))
+    return int(cfg[horizon_key]), opts
 
 
 def build_mpc_nominal(ctx: BuildContext) -> Any:
@@ -347,7 +368,8 @@ def build_mpc_nominal(ctx: BuildContext) -> Any:
     MPPI for a swing-up), output feedback through the nominal model's KF/EKF."""
     from ..controllers import MPC
 
-    return MPC(ctx.env.nominal_model, ctx.env.cost, _horizon(ctx), **_mpc_options(ctx))
+    horizon, opts = _mpc_options(ctx, _MPC_KEYS)
+    return MPC(ctx.env.nominal_model, ctx.env.cost, horizon, **opts)
 
 
 def build_neural_mpc(ctx: BuildContext) -> Any:
@@ -356,26 +378,19 @@ def build_neural_mpc(ctx: BuildContext) -> Any:
     from ..models import ResidualModel
     from ..training import load_checkpoint, save_checkpoint, train_neural_mpc
 
-    cfg = dict(ctx.method.config) if ctx.method is not None else {}
-    opts = _mpc_options(ctx)
-    horizon = _horizon(ctx)
+    horizon, opts = _mpc_options(ctx, _MPC_KEYS + _NEURAL_MPC_KEYS)
+    training = ctx.options(*_NEURAL_MPC_KEYS, accepted=_MPC_KEYS + _NEURAL_MPC_KEYS)
     nominal = ctx.env.nominal_model
 
     def build() -> Any:
         ctrl, info = train_neural_mpc(
             ctx.scenario.env_id,
             horizon=horizon,
-            rounds=int(cfg.get("rounds", 3)),
-            episodes=int(cfg.get("episodes", 20)),
-            steps=cfg.get("steps"),
-            exploration_std=float(cfg.get("exploration_std", 0.05)),
-            states=str(cfg.get("states", "privileged")),
-            hidden=tuple(cfg.get("hidden", (32, 32))),
-            fit_steps=int(cfg.get("fit_steps", 1500)),
             seed=ctx.seed,
             env_kwargs=ctx.scenario.make_kwargs(),
             mpc_kwargs={k: v for k, v in opts.items() if k != "input_bounds"},
             progress=False,
+            **training,
         )
         ctx.train_info.update(env_steps=info["env_steps"], train_s=info["train_s"])
         return ctrl.residual
@@ -396,14 +411,30 @@ def build_neural_mpc(ctx: BuildContext) -> Any:
 
 #: Data and state-error training of the LQG variants with a learned estimator (see
 #: :func:`~kalmannet_ctrl.training.learned_lqg`).
-_LEARNED_NOISE_LQG = {"episodes": 100, "T": 100, "fit_steps": 150, "exploration_std": 0.1}
-_KALMANNET_LQG = {"episodes": 100, "T": 100, "fit_steps": 300, "exploration_std": 0.1}
+#: ``exploration_std`` is relative to the action bounds: 0.01 is 0.1 N on CartPole-v0.
+_LEARNED_NOISE_LQG = {"episodes": 100, "steps": 100, "fit_steps": 150, "exploration_std": 0.01}
+_KALMANNET_LQG = {"episodes": 100, "steps": 100, "fit_steps": 300, "exploration_std": 0.01}
+#: The config keys of the learned-estimator LQG methods: keywords of ``learned_lqg``.
+_LEARNED_LQG_KEYS = (
+    "episodes",
+    "steps",
+    "exploration_std",
+    "fit_steps",
+    "batch_size",
+    "lr",
+    "closed_loop_steps",
+    "closed_loop_options",
+    "simulator_hidden",
+    "simulator_fit_steps",
+)
 
 
 def _learned_lqg(ctx: BuildContext, kind: str) -> Any:
+    """LQG with a learned estimator from :func:`~kalmannet_ctrl.training.learned_lqg`, whose
+    keywords the method's config gives (what it leaves out takes that function's defaults)."""
     from ..training import learned_lqg, load_checkpoint, save_checkpoint
 
-    cfg = dict(ctx.method.config) if ctx.method is not None else {}
+    options = ctx.options(*_LEARNED_LQG_KEYS)
     nominal = ctx.env.nominal_model
     bounds = (ctx.env.action_space.low, ctx.env.action_space.high)
     cls = KalmanNet if kind == "kalmannet" else LearnedNoiseKalmanFilter
@@ -412,16 +443,10 @@ def _learned_lqg(ctx: BuildContext, kind: str) -> Any:
         ctrl, info = learned_lqg(
             ctx.scenario.env_id,
             kind,
-            episodes=int(cfg.get("episodes", 100)),
-            steps=int(cfg.get("T", 100)),
-            exploration_std=float(cfg.get("exploration_std", 0.1)),
-            fit_steps=int(cfg.get("fit_steps", 300)),
-            closed_loop_steps=int(cfg.get("closed_loop_steps", 0)),
-            closed_loop_options=dict(cfg.get("closed_loop_options", {})),
-            simulator_fit_steps=int(cfg.get("simulator_fit_steps", 20000)),
             seed=ctx.seed,
             env_kwargs=ctx.scenario.make_kwargs(),
             progress=False,
+            **options,
         )
         ctx.train_info.update(env_steps=info["env_steps"], train_s=info["train_s"])
         return ctrl.estimator
@@ -448,25 +473,27 @@ def build_learned_noise_lqg(ctx: BuildContext) -> LQG:
     return _learned_lqg(ctx, "learned-noise")
 
 
-def _rl(ctx: BuildContext, algo: str) -> Any:
-    """A Stable-Baselines3 policy trained on the scenario (or loaded from the cache)."""
-    from ..controllers import RLController
-    from ..training import train_rl
+#: What the RL methods' configs may hold: keywords of :func:`~kalmannet_ctrl.rl.train_rl`.
+_RL_KEYS = ("total_timesteps", "observation", "history", "include_actions", "hyperparams")
 
-    cfg = dict(ctx.method.config) if ctx.method is not None else {}
-    observation = str(cfg.get("observation", "estimate"))
+
+def _rl(ctx: BuildContext, algo: str) -> Any:
+    """A Stable-Baselines3 policy trained on the scenario (or loaded from the cache), with the
+    config's keywords of :func:`~kalmannet_ctrl.rl.train_rl` (the rest take its defaults)."""
+    from ..rl import RLController, train_rl
+
+    options = ctx.options(*_RL_KEYS)
 
     def build() -> Any:
         ctrl, info = train_rl(
             ctx.scenario.env_id,
             algo,
-            cfg.get("total_timesteps"),
-            observation=observation,
             seed=ctx.seed,
             env_kwargs=ctx.scenario.make_kwargs(),
             progress=False,
+            **options,
         )
-        ctx.train_info.update(env_steps=int(info["env_steps"]), train_s=float(info["wall_s"]))
+        ctx.train_info.update(env_steps=int(info["env_steps"]), train_s=float(info["train_s"]))
         return ctrl
 
     def save(ctrl: Any, folder: Path) -> None:
@@ -522,21 +549,21 @@ for _method in (
         build_learned_noise,
         "zero input, EKF on the nominal model with learned noise covariances (estimation only)",
         estimation_only,
-        config={"episodes": 100, "T": 100, "fit_steps": 150, "lr": 0.02},
+        config={"episodes": 100, "steps": 100, "fit_steps": 150, "lr": 0.02},
     ),
     Method(
         "kalmannet",
         build_kalmannet,
         "zero input, KalmanNet on the nominal model (estimation only)",
         estimation_only,
-        config={"episodes": 100, "T": 100, "fit_steps": 300, "lr": 1e-3},
+        config={"episodes": 100, "steps": 100, "fit_steps": 300, "lr": 1e-3},
     ),
     Method(
         "rnn",
         build_rnn,
         "zero input, GRU from measurements to states (estimation only)",
         estimation_only,
-        config={"episodes": 100, "T": 100, "fit_steps": 300, "lr": 1e-2},
+        config={"episodes": 100, "steps": 100, "fit_steps": 300, "lr": 1e-2},
     ),
     Method(
         "mpc-nominal",

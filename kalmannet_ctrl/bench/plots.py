@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._io import atomic_write
 from ..errors import DimensionError, MissingDependencyError
 from .results import CellResult, Results
 
@@ -300,51 +300,8 @@ def trajectory_figure(results: Results, scenario: str | None = None, episode: in
         When the samples are not of shape (T, episodes, n_x) or disagree on n_x.
     """
     _require_matplotlib()
-    cells = _check_results(results)
-    if scenario is None:
-        with_samples = [
-            s for s in results.scenarios() if any(_has_samples(c) for c in cells if c.scenario == s)
-        ]
-        if not with_samples:
-            raise ValueError(
-                "results: no cell holds sample trajectories (samples['estimate']); "
-                "none of the methods exposes an estimate"
-            )
-        scenario = with_samples[0]
-    elif scenario not in results.scenarios():
-        raise ValueError(
-            f"scenario: unknown scenario {scenario!r}; expected one of {results.scenarios()}"
-        )
-    group = [c for c in cells if c.scenario == scenario and _has_samples(c)]
-    if not group:
-        raise ValueError(
-            f"scenario: no cell of {scenario!r} holds sample trajectories; methods without an "
-            "estimate keep none"
-        )
-    if isinstance(episode, bool) or not isinstance(episode, (int, np.integer)):
-        raise TypeError(f"episode: expected an int, found {type(episode).__name__}")
-    states = {c.method: _sample_array(c, "state") for c in group}
-    estimates = {c.method: _sample_array(c, "estimate") for c in group}
-    kept = min(a.shape[1] for a in (*states.values(), *estimates.values()))
-    if not 0 <= episode < kept:
-        raise ValueError(
-            f"episode: expected 0 <= episode < {kept} (the sample episodes kept), found {episode}"
-        )
-    dims = {a.shape[2] for a in (*states.values(), *estimates.values())}
-    if len(dims) != 1:
-        raise DimensionError(
-            f"results: the samples of {scenario!r} disagree on the state dimension n_x: "
-            f"{sorted(dims)}"
-        )
-    n_x = dims.pop()
-    true_x: dict[str, np.ndarray] = {}
-    est_x: dict[str, np.ndarray] = {}
-    for cell in group:
-        x, est = states[cell.method][:, episode], estimates[cell.method][:, episode]
-        length = _episode_length(cell, episode)
-        if length is not None:  # drop what follows the episode's end (an automatic reset)
-            x, est = x[: length + 1], est[:length]
-        true_x[cell.method], est_x[cell.method] = x, est
+    scenario, group = _sample_group(results, scenario)
+    true_x, est_x, n_x = _sample_lines(scenario, group, episode)
     first = next(iter(true_x.values()))
     shared = all(a.shape == first.shape and np.allclose(a, first) for a in true_x.values())
     colours = _colours(results)
@@ -385,6 +342,63 @@ def trajectory_figure(results: Results, scenario: str | None = None, episode: in
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8)
     fig.suptitle(f"{scenario}: sample episode {episode}, true state and estimates")
     return fig
+
+
+def _sample_group(results: Results, scenario: str | None) -> tuple[str, list[CellResult]]:
+    """The scenario to draw (default the first with samples) and its cells that hold samples."""
+    cells = _check_results(results)
+    if scenario is None:
+        with_samples = [
+            s for s in results.scenarios() if any(_has_samples(c) for c in cells if c.scenario == s)
+        ]
+        if not with_samples:
+            raise ValueError(
+                "results: no cell holds sample trajectories (samples['estimate']); "
+                "none of the methods exposes an estimate"
+            )
+        scenario = with_samples[0]
+    elif scenario not in results.scenarios():
+        raise ValueError(
+            f"scenario: unknown scenario {scenario!r}; expected one of {results.scenarios()}"
+        )
+    group = [c for c in cells if c.scenario == scenario and _has_samples(c)]
+    if not group:
+        raise ValueError(
+            f"scenario: no cell of {scenario!r} holds sample trajectories; methods without an "
+            "estimate keep none"
+        )
+    return scenario, group
+
+
+def _sample_lines(
+    scenario: str, group: list[CellResult], episode: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
+    """Per method, the true states (T + 1, n_x) and estimates (T, n_x) of one sample episode,
+    cut at the episode's end, and n_x."""
+    if isinstance(episode, bool) or not isinstance(episode, (int, np.integer)):
+        raise TypeError(f"episode: expected an int, found {type(episode).__name__}")
+    states = {c.method: _sample_array(c, "state") for c in group}
+    estimates = {c.method: _sample_array(c, "estimate") for c in group}
+    kept = min(a.shape[1] for a in (*states.values(), *estimates.values()))
+    if not 0 <= episode < kept:
+        raise ValueError(
+            f"episode: expected 0 <= episode < {kept} (the sample episodes kept), found {episode}"
+        )
+    dims = {a.shape[2] for a in (*states.values(), *estimates.values())}
+    if len(dims) != 1:
+        raise DimensionError(
+            f"results: the samples of {scenario!r} disagree on the state dimension n_x: "
+            f"{sorted(dims)}"
+        )
+    true_x: dict[str, np.ndarray] = {}
+    est_x: dict[str, np.ndarray] = {}
+    for cell in group:
+        x, est = states[cell.method][:, episode], estimates[cell.method][:, episode]
+        length = _episode_length(cell, episode)
+        if length is not None:  # drop what follows the episode's end (an automatic reset)
+            x, est = x[: length + 1], est[:length]
+        true_x[cell.method], est_x[cell.method] = x, est
+    return true_x, est_x, dims.pop()
 
 
 # ------------------------------------------------------------------------------------ mismatch
@@ -520,17 +534,8 @@ def mismatch_figure(results: Results, parameter: str) -> Figure:
 
 def _save_png(fig: Figure, path: Path) -> None:
     """Write ``fig`` to ``path`` atomically (temporary file in the same folder + rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=DPI)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates the file private to its owner
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=DPI)
 
 
 def write_plots(

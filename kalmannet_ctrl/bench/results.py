@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import atomic_write_text
+from .._io import atomic_write_text
 
 __all__ = ["CellResult", "Results"]
 

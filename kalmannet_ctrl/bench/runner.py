@@ -19,8 +19,10 @@ import torch
 from tqdm import tqdm
 
 from .. import __version__
+from .._io import atomic_write_text
 from .._validation import check_positive_int
-from .cache import ArtifactCache, atomic_write_text, stable_hash
+from ..training.rollout import Rollout, run_episodes
+from .cache import ArtifactCache, stable_hash
 from .methods import BuildContext, Method
 from .results import CellResult, Results
 from .scenario import Scenario
@@ -55,16 +57,6 @@ class CellTask:
         )
 
 
-def _estimate(controller: Any, state: Any) -> np.ndarray | None:
-    fn = getattr(controller, "estimate", None)
-    if fn is None or state is None:
-        return None
-    est = fn(state)
-    if isinstance(est, torch.Tensor):
-        est = est.detach().cpu().numpy()
-    return np.asarray(est, dtype=np.float64)
-
-
 def run_cell(task: CellTask) -> CellResult | None:
     """Build the method's controller and run ``task.episodes`` seeded episodes of the scenario.
 
@@ -83,60 +75,19 @@ def run_cell(task: CellTask) -> CellResult | None:
 
     B, T = task.episodes, scenario.steps
     envs = scenario.make_vec(B)
-    obs, info = envs.reset(seed=task.seed)
-    x = info["state"]
-    active = np.ones(B, dtype=bool)
-    failed = np.zeros(B, dtype=bool)
-    total = np.zeros(B)
-    sq_err_sum = np.zeros(T)
-    sq_err_count = np.zeros(T)
-    states = [x]
-    samples_x, samples_est = [x[:_SAMPLE_EPISODES].tolist()], []
-    lengths = np.zeros(B, dtype=np.int64)
-    state, episode_start = None, np.ones(B, dtype=bool)
-    predict_s, calls = 0.0, 0
-    has_estimate = True
-    for t in range(T):
-        t0 = time.perf_counter()
-        action, state = controller.predict(obs, state, episode_start, deterministic=True)
-        predict_s += time.perf_counter() - t0
-        calls += 1
-        est = _estimate(controller, state) if has_estimate else None
-        if est is None:
-            has_estimate = False
-        else:
-            err = ((est - x) ** 2).mean(1)
-            sq_err_sum[t] = err[active].sum()
-            sq_err_count[t] = active.sum()
-            samples_est.append(est[:_SAMPLE_EPISODES].tolist())
-        obs, reward, terminated, truncated, info = envs.step(action)
-        total[active] -= reward[active]
-        lengths[active] += 1
-        failed |= terminated & active
-        active &= ~(terminated | truncated)
-        x = info["state"]
-        states.append(x)
-        samples_x.append(x[:_SAMPLE_EPISODES].tolist())
-        episode_start = np.zeros(B, dtype=bool)
-        if not active.any():
-            break
-    envs.close()
-    if active.any():  # pragma: no cover - the vector env truncates at T
+    try:
+        roll = run_episodes(envs, controller, T, seed=task.seed, estimates=True)
+    finally:
+        envs.close()
+    if roll.alive.any():  # pragma: no cover - the vector env truncates at T
         raise RuntimeError("run_cell: episodes did not end at the scenario's episode length")
-    succeeded = getattr(env.unwrapped, "succeeded", None)
-    success = ~failed if succeeded is None else succeeded(np.stack(states, 1), lengths, failed)
-    per_episode = total / T
-    cost = float(per_episode.mean())
-    ci = float(1.96 * per_episode.std(ddof=1) / math.sqrt(B)) if B > 1 else math.nan
-    if has_estimate and sq_err_count.sum() > 0:
-        mse = float(sq_err_sum.sum() / sq_err_count.sum())
-        mse_db = 10 * math.log10(mse) if mse > 0 else -math.inf
-        per_step = [
-            10 * math.log10(s / n) if n > 0 and s > 0 else math.nan
-            for s, n in zip(sq_err_sum, sq_err_count, strict=True)
-        ]
-    else:
-        mse_db, per_step = math.nan, []
+    assert roll.x is not None
+    lengths, failed = roll.lengths, roll.failed
+    taken = roll.steps
+    success = env.unwrapped.succeeded(roll.x[:, : taken + 1], lengths, failed)
+    # summed step by step, as the episodes ran
+    per_episode = -np.cumsum(np.where(roll.running, roll.reward, 0.0), axis=1)[:, -1] / T
+    mse_db, per_step = _estimation_error(roll)
     return CellResult(
         scenario=scenario.label,
         env_id=scenario.env_id,
@@ -144,24 +95,51 @@ def run_cell(task: CellTask) -> CellResult | None:
         episodes=B,
         steps=T,
         seed=task.seed,
-        cost=cost,
-        cost_ci95=ci,
+        cost=float(per_episode.mean()),
+        cost_ci95=float(1.96 * per_episode.std(ddof=1) / math.sqrt(B)) if B > 1 else math.nan,
         success_rate=float(np.mean(success)),
         mse_db=mse_db,
         build_s=build_s,
-        latency_us=predict_s / max(calls, 1) / B * 1e6,
+        latency_us=roll.predict_s / max(taken, 1) / B * 1e6,
         wall_s=time.perf_counter() - start,
         oracle=method.oracle,
         train_env_steps=int(ctx.train_info.get("env_steps", 0)),
         mse_db_per_step=per_step,
-        samples={
-            "state": samples_x,
-            "estimate": samples_est,
-            "length": lengths[:_SAMPLE_EPISODES].tolist(),
-        },
+        samples=_samples(roll, taken),
         scenario_spec={**scenario.to_dict(), "mismatch": dict(env.mismatch)},
         key=task.key(),
     )
+
+
+def _estimation_error(roll: Rollout) -> tuple[float, list[float]]:
+    """The estimation MSE in dB over every running step, and per step (NaN where none ran)."""
+    if roll.estimate is None:
+        return math.nan, []
+    assert roll.x is not None
+    T = roll.running.shape[1]
+    err = ((roll.estimate - roll.x[:, :T]) ** 2).mean(2)
+    sq_err_sum = np.array([err[roll.running[:, t], t].sum() for t in range(T)])
+    sq_err_count = roll.running.sum(0).astype(np.float64)
+    if sq_err_count.sum() == 0:
+        return math.nan, []
+    mse = float(sq_err_sum.sum() / sq_err_count.sum())
+    per_step = [
+        10 * math.log10(s / n) if n > 0 and s > 0 else math.nan
+        for s, n in zip(sq_err_sum, sq_err_count, strict=True)
+    ]
+    return (10 * math.log10(mse) if mse > 0 else -math.inf), per_step
+
+
+def _samples(roll: Rollout, taken: int) -> dict[str, Any]:
+    """The first few episodes' states and estimates, for the plots."""
+    assert roll.x is not None
+    k = _SAMPLE_EPISODES
+    estimate = [] if roll.estimate is None else roll.estimate[:k, :taken].transpose(1, 0, 2)
+    return {
+        "state": roll.x[:k, : taken + 1].transpose(1, 0, 2).tolist(),
+        "estimate": [] if roll.estimate is None else estimate.tolist(),
+        "length": roll.lengths[:k].tolist(),
+    }
 
 
 class LocalExecutor:

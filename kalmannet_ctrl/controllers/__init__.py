@@ -1,26 +1,31 @@
-"""Controllers on one protocol (Stable-Baselines3's ``predict``): LQR, LQG, MPC, neural MPC,
-adapters of Stable-Baselines3 policies, and the analysis of linear loops."""
+"""Controllers on one base (Stable-Baselines3's ``predict`` template, :class:`BaseController`):
+LQR, LQG, MPC (problem + solver objects), neural MPC, the estimation-only controller, and the
+analysis of linear loops. Stable-Baselines3 policies are adapted in :mod:`kalmannet_ctrl.rl`."""
 
 from .analysis import analytic_average_cost
-from .base import Controller
+from .base import BaseController, Controller, OutputFeedback
+from .estimation import EstimationOnly, EstimationState
 from .lqg import LQG, LQGState
 from .lqr import LQR, design_model
-from .mpc import MPC, MPCSolution, MPCState
+from .mpc import LTV, MPC, MPPI, QP, MPCSolution, MPCState
 from .neural_mpc import NeuralMPC
-from .rl import PolicyObservation, RLController, RLState
 
 __all__ = [
     "LQG",
     "LQR",
+    "LTV",
     "MPC",
+    "MPPI",
+    "QP",
+    "BaseController",
     "Controller",
+    "EstimationOnly",
+    "EstimationState",
     "LQGState",
     "MPCSolution",
     "MPCState",
     "NeuralMPC",
-    "PolicyObservation",
-    "RLController",
-    "RLState",
+    "OutputFeedback",
     "analytic_average_cost",
     "design_model",
 ]

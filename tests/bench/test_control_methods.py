@@ -34,7 +34,7 @@ TINY = [
         build_kalmannet_lqg,
         config={
             "episodes": 4,
-            "T": 20,
+            "steps": 20,
             "fit_steps": 2,
             "closed_loop_steps": 1,
             "closed_loop_options": {"horizon": 10, "episodes": 4, "val_episodes": 2},
@@ -44,7 +44,7 @@ TINY = [
     Method(
         "learned-noise-lqg-test",
         build_learned_noise_lqg,
-        config={"episodes": 4, "T": 20, "fit_steps": 2},
+        config={"episodes": 4, "steps": 20, "fit_steps": 2},
     ),
     Method("ppo-test", build_ppo, config={"observation": "estimate", "total_timesteps": 256}),
 ]
