@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from importlib.resources import files
 from typing import Any
 
-from ..errors import MissingDependencyError, ParameterError
+from ..errors import ParameterError
 
 __all__ = ["ALGOS", "HYPERPARAMS", "META_KEYS", "check_algo", "env_name", "hyperparams_for"]
 
@@ -37,13 +37,7 @@ META_KEYS: tuple[str, ...] = (
 
 def _read_tables() -> dict[tuple[str, str], dict[str, Any]]:
     """Every ``hyperparams/<algo>.yml`` as {(env name, algo): entry}."""
-    try:
-        import yaml
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "pyyaml is needed to read the RL hyperparameter files but is not installed: "
-            'pip install "kalmannet-ctrl[rl]"  (or: pip install pyyaml)'
-        ) from exc
+    import yaml  # a dependency of the package
     table: dict[tuple[str, str], dict[str, Any]] = {}
     folder = files(__package__).joinpath("hyperparams")
     for algo in ALGOS:
