@@ -188,3 +188,13 @@ def check_positive_float(value: Any, name: str) -> float:
     if not (math.isfinite(out) and out > 0):
         raise ParameterError(f"{name}: expected a finite number > 0, found {value}")
     return out
+
+
+def check_nonnegative_float(value: Any, name: str) -> float:
+    """``value`` as a finite float >= 0; TypeError for non-numbers, ParameterError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a number >= 0, found {type(value).__name__}")
+    out = float(value)
+    if not (math.isfinite(out) and out >= 0):
+        raise ParameterError(f"{name}: expected a finite number >= 0, found {value}")
+    return out

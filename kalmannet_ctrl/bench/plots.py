@@ -18,58 +18,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._io import atomic_write
-from ..errors import DimensionError, MissingDependencyError
+from ._figures import DPI, check_results, method_colours, new_figure, require_matplotlib
 from .results import CellResult, Results
+from .trajectories import has_samples, trajectory_figure
 
 if TYPE_CHECKING:
-    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = ["cost_figure", "error_figure", "mismatch_figure", "trajectory_figure", "write_plots"]
 
 log = logging.getLogger(__name__)
 
-#: Resolution of the written PNG files.
-DPI = 120
-_PIP_HINT = 'pip install "kalmannet-ctrl[bench]"'
 _ORACLE_HATCH = "//"
 _COST_LABEL = "average cost per step"
-
-
-def _require_matplotlib() -> None:
-    try:
-        import matplotlib.figure  # noqa: F401
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"plots need matplotlib, which is not installed; install it with: {_PIP_HINT}"
-        ) from exc
-
-
-def _check_results(results: Results) -> list[CellResult]:
-    if not isinstance(results, Results):
-        raise TypeError(f"results: expected a Results object, found {type(results).__name__}")
-    if len(results) == 0:
-        raise ValueError("results: expected at least one cell to plot, found none")
-    return list(results.cells)
-
-
-def _colours(results: Results) -> dict[str, str]:
-    """One colour per method, the same in every figure."""
-    return {m: f"C{i % 10}" for i, m in enumerate(results.methods())}
-
-
-def _new_figure(n: int, *, ncols: int, width: float, height: float) -> tuple[Figure, list[Axes]]:
-    """A figure with ``n`` panels on a grid of at most ``ncols`` columns."""
-    from matplotlib.figure import Figure
-
-    ncols = max(1, min(n, ncols))
-    nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(width * ncols, height * nrows), dpi=DPI, layout="constrained")
-    grid = fig.subplots(nrows, ncols, squeeze=False)
-    axes = [ax for row in grid for ax in row]
-    for ax in axes[n:]:
-        fig.delaxes(ax)
-    return fig, axes[:n]
 
 
 def _spans_decades(values: Sequence[float], decades: float = 2.0) -> bool:
@@ -111,13 +72,13 @@ def cost_figure(results: Results) -> Figure:
     TypeError, ValueError
         When ``results`` is not a :class:`Results` or holds no cell.
     """
-    _require_matplotlib()
+    require_matplotlib()
     from matplotlib.patches import Patch
 
-    cells = _check_results(results)
-    colours = _colours(results)
+    cells = check_results(results)
+    colours = method_colours(results)
     scenarios = results.scenarios()
-    fig, axes = _new_figure(len(scenarios), ncols=3, width=4.6, height=3.8)
+    fig, axes = new_figure(len(scenarios), ncols=3, width=4.6, height=3.8)
     any_oracle = False
     for ax, scenario in zip(axes, scenarios, strict=True):
         group = [c for c in cells if c.scenario == scenario]
@@ -198,16 +159,16 @@ def error_figure(results: Results) -> Figure:
     ValueError
         When no cell has an estimation-error curve.
     """
-    _require_matplotlib()
-    cells = _check_results(results)
+    require_matplotlib()
+    cells = check_results(results)
     scenarios = _error_scenarios(results)
     if not scenarios:
         raise ValueError(
             "results: no cell has an estimation-error curve (mse_db_per_step); "
             "none of the methods exposes an estimate"
         )
-    colours = _colours(results)
-    fig, axes = _new_figure(len(scenarios), ncols=2, width=5.6, height=3.6)
+    colours = method_colours(results)
+    fig, axes = new_figure(len(scenarios), ncols=2, width=5.6, height=3.6)
     for ax, scenario in zip(axes, scenarios, strict=True):
         for cell in cells:
             if cell.scenario != scenario or not _has_curve(cell):
@@ -228,177 +189,6 @@ def error_figure(results: Results) -> Figure:
         ax.legend(fontsize=8)
     fig.suptitle("Estimation error over time (mean over episodes)")
     return fig
-
-
-# -------------------------------------------------------------------------------- trajectories
-
-
-def _has_samples(cell: CellResult) -> bool:
-    samples = cell.samples or {}
-    return bool(samples.get("estimate")) and bool(samples.get("state"))
-
-
-def _sample_array(cell: CellResult, key: str) -> np.ndarray:
-    arr = np.asarray(cell.samples[key], dtype=float)
-    if arr.ndim != 3:
-        raise DimensionError(
-            f"results: samples[{key!r}] of cell ({cell.scenario!r}, {cell.method!r}) must have "
-            f"shape (T, episodes, n_x), found shape {arr.shape}"
-        )
-    return arr
-
-
-def _episode_length(cell: CellResult, episode: int) -> int | None:
-    """Steps the sample episode ran (``samples["length"][episode]``), None when not recorded."""
-    lengths = (cell.samples or {}).get("length")
-    if lengths is None:
-        return None
-    try:
-        return int(lengths[episode])
-    except (IndexError, TypeError, ValueError):
-        raise ValueError(
-            f"results: samples['length'] of cell ({cell.scenario!r}, {cell.method!r}) must hold "
-            f"one step count per sample episode, found {lengths!r}"
-        ) from None
-
-
-def trajectory_figure(results: Results, scenario: str | None = None, episode: int = 0) -> Figure:
-    """The true state of a sample episode against each method's estimate, one panel per state
-    component.
-
-    In closed loop each method drives its own trajectory: when the methods' true states differ,
-    each method's true state is drawn (solid) next to its estimate (dashed) in the method's
-    colour; when they coincide (estimation only), one black true-state line is drawn. When a
-    cell's samples hold ``"length"`` (the steps each sample episode ran), its lines stop at the
-    episode's end instead of running on into the next, automatically reset, episode.
-
-    Parameters
-    ----------
-    results : Results
-    scenario : str, optional
-        A scenario label; default the first scenario whose cells hold sample trajectories.
-    episode : int
-        Which of the sample episodes (``0 <= episode <`` the number kept, at most 3).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        Panel ``i`` shows component ``i``: lines labelled ``"<method> estimate"`` with y data
-        ``samples["estimate"][:, episode, i]`` and ``"true state"`` (or
-        ``"<method> true state"``) with y data ``samples["state"][:, episode, i]``, where
-        ``samples["state"]`` has shape (T + 1, episodes, n_x) and ``samples["estimate"]``
-        shape (T, episodes, n_x); x is the time step.
-
-    Raises
-    ------
-    MissingDependencyError
-        When matplotlib is not installed.
-    ValueError
-        When ``scenario`` is unknown or has no sample trajectories, when no cell has any, or
-        when ``episode`` is out of range.
-    DimensionError
-        When the samples are not of shape (T, episodes, n_x) or disagree on n_x.
-    """
-    _require_matplotlib()
-    scenario, group = _sample_group(results, scenario)
-    true_x, est_x, n_x = _sample_lines(scenario, group, episode)
-    first = next(iter(true_x.values()))
-    shared = all(a.shape == first.shape and np.allclose(a, first) for a in true_x.values())
-    colours = _colours(results)
-    fig, axes = _new_figure(n_x, ncols=2, width=5.2, height=2.8)
-    for i, ax in enumerate(axes):
-        if shared:
-            ax.plot(
-                np.arange(first.shape[0]),
-                first[:, i],
-                color="black",
-                linewidth=1.4,
-                label="true state",
-            )
-        for cell in group:
-            colour = colours[cell.method]
-            if not shared:
-                x = true_x[cell.method][:, i]
-                ax.plot(
-                    np.arange(x.size),
-                    x,
-                    color=colour,
-                    linewidth=1.4,
-                    label=f"{cell.method} true state",
-                )
-            est = est_x[cell.method][:, i]
-            ax.plot(
-                np.arange(est.size),
-                est,
-                color=colour,
-                linestyle="--",
-                linewidth=1.1,
-                label=f"{cell.method} estimate",
-            )
-        ax.set_title(f"state component x[{i}]", fontsize=10)
-        ax.set_xlabel("time step")
-        ax.grid(alpha=0.3)
-    handles: list[Any] = list(axes[0].get_lines())
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8)
-    fig.suptitle(f"{scenario}: sample episode {episode}, true state and estimates")
-    return fig
-
-
-def _sample_group(results: Results, scenario: str | None) -> tuple[str, list[CellResult]]:
-    """The scenario to draw (default the first with samples) and its cells that hold samples."""
-    cells = _check_results(results)
-    if scenario is None:
-        with_samples = [
-            s for s in results.scenarios() if any(_has_samples(c) for c in cells if c.scenario == s)
-        ]
-        if not with_samples:
-            raise ValueError(
-                "results: no cell holds sample trajectories (samples['estimate']); "
-                "none of the methods exposes an estimate"
-            )
-        scenario = with_samples[0]
-    elif scenario not in results.scenarios():
-        raise ValueError(
-            f"scenario: unknown scenario {scenario!r}; expected one of {results.scenarios()}"
-        )
-    group = [c for c in cells if c.scenario == scenario and _has_samples(c)]
-    if not group:
-        raise ValueError(
-            f"scenario: no cell of {scenario!r} holds sample trajectories; methods without an "
-            "estimate keep none"
-        )
-    return scenario, group
-
-
-def _sample_lines(
-    scenario: str, group: list[CellResult], episode: int
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
-    """Per method, the true states (T + 1, n_x) and estimates (T, n_x) of one sample episode,
-    cut at the episode's end, and n_x."""
-    if isinstance(episode, bool) or not isinstance(episode, (int, np.integer)):
-        raise TypeError(f"episode: expected an int, found {type(episode).__name__}")
-    states = {c.method: _sample_array(c, "state") for c in group}
-    estimates = {c.method: _sample_array(c, "estimate") for c in group}
-    kept = min(a.shape[1] for a in (*states.values(), *estimates.values()))
-    if not 0 <= episode < kept:
-        raise ValueError(
-            f"episode: expected 0 <= episode < {kept} (the sample episodes kept), found {episode}"
-        )
-    dims = {a.shape[2] for a in (*states.values(), *estimates.values())}
-    if len(dims) != 1:
-        raise DimensionError(
-            f"results: the samples of {scenario!r} disagree on the state dimension n_x: "
-            f"{sorted(dims)}"
-        )
-    true_x: dict[str, np.ndarray] = {}
-    est_x: dict[str, np.ndarray] = {}
-    for cell in group:
-        x, est = states[cell.method][:, episode], estimates[cell.method][:, episode]
-        length = _episode_length(cell, episode)
-        if length is not None:  # drop what follows the episode's end (an automatic reset)
-            x, est = x[: length + 1], est[:length]
-        true_x[cell.method], est_x[cell.method] = x, est
-    return true_x, est_x, dims.pop()
 
 
 # ------------------------------------------------------------------------------------ mismatch
@@ -456,8 +246,8 @@ def mismatch_figure(results: Results, parameter: str) -> Figure:
     ValueError
         When no cell's scenario sets ``parameter`` in its mismatch.
     """
-    _require_matplotlib()
-    cells = _check_results(results)
+    require_matplotlib()
+    cells = check_results(results)
     if not isinstance(parameter, str):
         raise TypeError(f"parameter: expected a str, found {type(parameter).__name__}")
     used = [c for c in cells if parameter in _mismatch(c)]
@@ -490,9 +280,9 @@ def mismatch_figure(results: Results, parameter: str) -> Figure:
         if len({_value(c, parameter) for g in v.values() for c in g}) > 1
     }
     sweeps = real or sweeps
-    colours = _colours(results)
+    colours = method_colours(results)
     styles = ["-", ":", "-.", (0, (5, 1))]
-    fig, (ax,) = _new_figure(1, ncols=1, width=6.8, height=4.4)
+    fig, (ax,) = new_figure(1, ncols=1, width=6.8, height=4.4)
     all_costs: list[float] = []
     for s, ((env, context), by_method) in enumerate(sweeps.items()):
         for method, group in by_method.items():
@@ -575,8 +365,8 @@ def write_plots(
     OSError
         When ``folder`` cannot be created or written (the message names it).
     """
-    _require_matplotlib()
-    _check_results(results)
+    require_matplotlib()
+    check_results(results)
     if mismatch_parameter is not None and not isinstance(mismatch_parameter, str):
         raise TypeError(
             f"mismatch_parameter: expected a str or None, found {type(mismatch_parameter).__name__}"
@@ -592,7 +382,7 @@ def write_plots(
     jobs: list[tuple[str, Callable[[], Figure]]] = [("costs.png", lambda: cost_figure(results))]
     if _error_scenarios(results):
         jobs.append(("estimation_error.png", lambda: error_figure(results)))
-    if any(_has_samples(c) for c in results):
+    if any(has_samples(c) for c in results):
         jobs.append(("trajectories.png", lambda: trajectory_figure(results)))
     if mismatch_parameter is not None:
         if _has_parameter(results, mismatch_parameter):

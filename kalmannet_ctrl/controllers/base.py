@@ -18,20 +18,30 @@ and converts the action back; a subclass implements :meth:`~BaseController.init`
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .._validation import as_tensor, check_batch, shape_str
-from ..errors import BatchSizeError, DimensionError, NonFiniteError
-from ..estimators.base import Estimator
-from ..estimators.default import default_filter
+from .._validation import as_tensor, shape_str
+from ..errors import DimensionError
+from ._inputs import (
+    ObservationBatch,
+    as_action,
+    as_observation_batch,
+    check_estimator,
+    check_finite_rows,
+    episode_start_mask,
+    estimator_mean,
+    parse_input_bounds,
+    resume_state,
+)
 
 __all__ = [
     "BaseController",
     "Controller",
+    "ModelBasedController",
     "ObservationBatch",
     "OutputFeedback",
     "as_action",
@@ -287,7 +297,7 @@ class BaseController(abc.ABC):
             raise DimensionError(
                 f"y: expected shape (B, {self.n_y}), found {shape_str(tuple(y.shape))}"
             )
-        _check_finite_rows(y, "y", self.accepts_missing)
+        check_finite_rows(y, "y", self.accepts_missing)
         return self._run(state, y, episode_start, deterministic)
 
     def predict(
@@ -354,270 +364,63 @@ class BaseController(abc.ABC):
         return self.act(state, y, episode_start=mask, deterministic=deterministic)
 
 
-def _check_finite_rows(y: Tensor, name: str, allow_nan: bool) -> None:
-    if bool(torch.isinf(y).any()):
-        hint = " (NaN marks a missing measurement)" if allow_nan else ""
-        raise NonFiniteError(
-            f"{name}: expected finite values{hint}, "
-            f"found {int(torch.isinf(y).sum())} infinite entries"
-        )
-    if not allow_nan and bool(torch.isnan(y).any()):
-        raise NonFiniteError(
-            f"{name}: expected finite values, found {int(torch.isnan(y).sum())} NaN entries"
-        )
+class ModelBasedController(BaseController):
+    """A controller built on a model, with an estimator of the model's states in the loop.
 
-
-class ObservationBatch(NamedTuple):
-    """An observation converted to a batch tensor, and how to shape the answer.
-
-    Attributes
-    ----------
-    value : Tensor, (B, n)
-    single : bool
-        True when the observation was one vector (n,): the action is returned as (n_u,).
-    np_dtype : np.dtype
-        The dtype of the returned action: the observation's when it is a NumPy floating array,
-        float64 otherwise.
-    """
-
-    value: Tensor
-    single: bool
-    np_dtype: np.dtype
-
-
-def as_observation_batch(
-    observation: Any,
-    n: int,
-    name: str = "observation",
-    *,
-    dtype: torch.dtype = torch.float64,
-    device: torch.device | str | None = None,
-    allow_nan_rows: bool = False,
-) -> ObservationBatch:
-    """Convert one observation (n,) or a batch (B, n) to a (B, n) tensor.
-
-    Parameters
-    ----------
-    observation : array-like or Tensor, (n,) or (B, n)
-    n : int
-        Expected size of one observation.
-    name : str
-        Argument name used in error messages.
-    dtype, device :
-        Of the returned tensor.
-    allow_nan_rows : bool
-        Accept NaN entries (a NaN in a row marks a missing measurement for the estimators);
-        infinite entries are always rejected.
+    The sizes, dtype and device are the model's (:attr:`model`). The default recurrent state
+    is a NamedTuple ``state_type(estimator_state, u_prev)``: :meth:`init` starts from the
+    estimator's prior with u_prev = 0 and :meth:`reset_rows` restarts rows the same way;
+    controllers whose state holds more (MPC's plan) extend both.
 
     Shapes
     ------
-    observation : (n,) or (B, n) -> value (B, n)
-
-    Raises
-    ------
-    DimensionError
-        If the observation is not (n,) or (B, n) with B >= 1.
-    NonFiniteError
-        On infinite entries, or on NaN entries unless ``allow_nan_rows``.
+    init: -> u_prev (B, n_u); reset_rows: mask (B,) bool
     """
-    if isinstance(observation, np.ndarray) and np.issubdtype(observation.dtype, np.floating):
-        np_dtype = observation.dtype
-    else:
-        np_dtype = np.dtype(np.float64)
-    obs = as_tensor(observation, name)
-    found = shape_str(tuple(obs.shape))
-    if obs.dim() == 1:
-        single = True
-        obs = obs.unsqueeze(0)
-    elif obs.dim() == 2:
-        single = False
-    else:
-        raise DimensionError(f"{name}: expected shape ({n},) or (B, {n}), found {found}")
-    if obs.shape[1] != n or obs.shape[0] < 1:
-        raise DimensionError(
-            f"{name}: expected shape ({n},) or (B, {n}) with B >= 1, found {found}"
-        )
-    obs = obs.detach().to(dtype=dtype, device=device)
-    _check_finite_rows(obs, name, allow_nan_rows)
-    return ObservationBatch(obs, single, np_dtype)
 
+    model: Any
 
-def as_action(u: Tensor, single: bool, np_dtype: np.dtype) -> np.ndarray:
-    """Convert a batch of actions to the NumPy layout of the observation it answers.
+    @property
+    def n_x(self) -> int:
+        """The model's state size."""
+        return self.model.n_x
 
-    Shapes
-    ------
-    u : (B, n_u) -> (n_u,) when ``single`` (then B = 1), else (B, n_u)
-    """
-    out = u.detach().cpu().numpy().astype(np_dtype, copy=False)
-    return out[0] if single else out
+    @property
+    def n_u(self) -> int:
+        """The model's input size."""
+        return self.model.n_u
 
+    @property
+    def n_y(self) -> int:
+        """The model's measurement size."""
+        return self.model.n_y
 
-def episode_start_mask(
-    episode_start: Any,
-    batch_size: int,
-    *,
-    device: torch.device | str | None = None,
-) -> Tensor | None:
-    """Rows that start an episode, as a (B,) bool tensor, or None when no row does.
+    @property
+    def dtype(self) -> torch.dtype:
+        """The model's dtype: of the actions and the estimator's state."""
+        return self.model.dtype
 
-    Parameters
-    ----------
-    episode_start : None, bool, or array-like of bool/0-1 numbers, (B,)
-        SB3 passes a float or bool array of shape (n_envs,); a single bool applies to every row.
-    batch_size : int
-        B, the batch size of the observation.
+    @property
+    def device(self) -> torch.device:
+        """The model's device."""
+        return self.model.device
 
-    Shapes
-    ------
-    episode_start : (B,) or scalar -> (B,) bool, or None
+    def init(self, batch_size: int) -> Any:
+        """The estimator's prior and u_prev = 0.
 
-    Raises
-    ------
-    BatchSizeError
-        If the array's length is not B.
-    """
-    if episode_start is None:
-        return None
-    if isinstance(episode_start, Tensor):
-        arr = episode_start.detach().cpu().numpy()
-    else:
-        arr = np.asarray(episode_start)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.bool_) or np.issubdtype(arr.dtype, np.number)
-    ):
-        raise TypeError(
-            "episode_start: expected None or an array of bools, "
-            f"found {type(episode_start).__name__}"
-        )
-    if arr.ndim == 0:
-        arr = np.full(batch_size, bool(arr))
-    if arr.ndim != 1:
-        raise DimensionError(
-            f"episode_start: expected shape ({batch_size},), found {shape_str(arr.shape)}"
-        )
-    check_batch("episode_start", arr.shape[0], batch_size)
-    mask = torch.as_tensor(arr.astype(bool), device=device)
-    if not bool(mask.any()):
-        return None
-    return mask
+        Shapes
+        ------
+        -> u_prev (B, n_u)
+        """
+        u_prev = torch.zeros(batch_size, self.n_u, dtype=self.dtype, device=self.device)
+        return self.state_type(self.estimator.init(batch_size), u_prev)
 
+    def reset_rows(self, state: Any, mask: Tensor) -> Any:
+        """The estimator's prior and u_prev = 0 for the rows where ``mask`` is True.
 
-def check_estimator(estimator: Any, model: Any) -> Any:
-    """``estimator`` checked against the controller's ``model`` (Estimator protocol, n_x, and
-    the n_y/n_u of its own model); None gives :func:`~kalmannet_ctrl.estimators.default_filter`
-    (the Kalman filter of a linear model, the extended Kalman filter of a nonlinear one)."""
-    if estimator is None:
-        return default_filter(model)
-    if not isinstance(estimator, Estimator):
-        raise TypeError(
-            "estimator: expected an object with the Estimator protocol "
-            f"(n_x, init, step, filter, reset), found {type(estimator).__name__}"
-        )
-    if estimator.n_x != model.n_x:
-        raise DimensionError(
-            f"estimator: expected an estimator of the model's n_x = {model.n_x} states, "
-            f"found n_x = {estimator.n_x}"
-        )
-    est_model = getattr(estimator, "model", None)
-    for dim in ("n_y", "n_u"):
-        found = getattr(est_model, dim, None)
-        if found is not None and found != getattr(model, dim):
-            raise DimensionError(
-                f"estimator: expected a model with {dim} = {getattr(model, dim)} like "
-                f"the controller's model, found {dim} = {found}"
-            )
-    return estimator
-
-
-def parse_input_bounds(input_bounds: Any, model: Any) -> tuple[Tensor, Tensor] | None:
-    """Actuator limits ``(low, high)`` (scalars or (n_u,) arrays, infinite entries allowed) as
-    two (n_u,) tensors in the model's dtype, or None; typed errors naming ``input_bounds``."""
-    if input_bounds is None:
-        return None
-    if not isinstance(input_bounds, (tuple, list)) or len(input_bounds) != 2:
-        raise TypeError(
-            f"input_bounds: expected a pair (low, high), found {type(input_bounds).__name__}"
-            + (f" of length {len(input_bounds)}" if isinstance(input_bounds, (tuple, list)) else "")
-        )
-    n_u = model.n_u
-    out = []
-    for name, b in zip(("low", "high"), input_bounds, strict=True):
-        t = as_tensor(b, f"input_bounds {name}", dtype=model.dtype, device=model.device)
-        if t.dim() == 0:
-            t = t.expand(n_u)
-        if t.shape != (n_u,):
-            raise DimensionError(
-                f"input_bounds: expected {name} to be a scalar or of shape ({n_u},), "
-                f"found {shape_str(tuple(t.shape))}"
-            )
-        if bool(torch.isnan(t).any()):
-            raise ValueError(f"input_bounds: expected {name} without NaN, found {t.tolist()}")
-        out.append(t.clone())
-    low, high = out
-    if bool((low > high).any()):
-        raise ValueError(
-            f"input_bounds: expected low <= high in every entry, found low = {low.tolist()}, "
-            f"high = {high.tolist()}"
-        )
-    return low, high
-
-
-def resume_state(
-    state: Any,
-    expected: type,
-    batch_size: int,
-    mask: Tensor | None,
-    init: Any,
-    reset_rows: Any,
-) -> Any:
-    """The recurrent state to continue from, for controllers whose state has ``u_prev``.
-
-    ``None`` starts a batch (``init(batch_size)``); a state of another batch size is accepted
-    only when every row starts an episode (then a fresh batch begins); otherwise the rows
-    flagged in ``mask`` are reset with ``reset_rows(state, mask)``.
-
-    Raises
-    ------
-    TypeError
-        If ``state`` is not None or an instance of ``expected``.
-    BatchSizeError
-        If the batch size changed while some rows continue their episodes.
-    """
-    if state is None:
-        return init(batch_size)
-    if not isinstance(state, expected):
-        raise TypeError(
-            f"state: expected the {expected.__name__} returned by the previous call (or None), "
-            f"found {type(state).__name__}"
-        )
-    if state.u_prev.shape[0] != batch_size:
-        if mask is None or not bool(mask.all()):
-            raise BatchSizeError(
-                f"observation: expected batch size {state.u_prev.shape[0]} (from state), "
-                f"found {batch_size}; pass state=None or reset every row (episode_start) to "
-                "start a new batch"
-            )
-        return init(batch_size)
-    if mask is not None:
-        return reset_rows(state, mask)
-    return state
-
-
-def estimator_mean(state: Any, expected: type) -> Tensor:
-    """x̂_{t|t} of a controller state that holds an ``estimator_state`` with a ``mean`` tensor.
-
-    Raises
-    ------
-    TypeError
-        If ``state`` is not an ``expected`` instance or its estimator state has no ``mean``.
-    """
-    if not isinstance(state, expected):
-        raise TypeError(f"state: expected an {expected.__name__}, found {type(state).__name__}")
-    mean = getattr(state.estimator_state, "mean", None)
-    if not isinstance(mean, Tensor):
-        raise TypeError(
-            "state: the estimator's state has no 'mean' tensor holding the estimate, found "
-            f"{type(state.estimator_state).__name__}"
-        )
-    return mean
+        Shapes
+        ------
+        mask : (B,) bool
+        """
+        est_state = self.estimator.reset(state.estimator_state, mask)
+        u_prev = torch.where(mask[:, None], torch.zeros_like(state.u_prev), state.u_prev)
+        return state._replace(estimator_state=est_state, u_prev=u_prev)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..estimators.base import Estimator
 from ..models.base import SystemModel
-from .base import BaseController, check_estimator, parse_input_bounds
+from .base import ModelBasedController, check_estimator, parse_input_bounds
 
 __all__ = ["EstimationOnly", "EstimationState"]
 
@@ -30,7 +30,7 @@ class EstimationState(NamedTuple):
     u_prev: Tensor
 
 
-class EstimationOnly(BaseController):
+class EstimationOnly(ModelBasedController):
     """Zero input (projected onto the actuator limits) with an estimator in the loop.
 
     The estimation-only use of a closed-loop benchmark: the plant runs open loop while the
@@ -83,47 +83,6 @@ class EstimationOnly(BaseController):
         self.estimator = check_estimator(estimator, model)
         self.input_bounds = parse_input_bounds(input_bounds, model)
         self._input = self.clip(torch.zeros(model.n_u, dtype=model.dtype, device=model.device))
-
-    @property
-    def n_x(self) -> int:
-        return self.model.n_x
-
-    @property
-    def n_u(self) -> int:
-        return self.model.n_u
-
-    @property
-    def n_y(self) -> int:
-        return self.model.n_y
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    def init(self, batch_size: int) -> EstimationState:
-        """The estimator's prior and u_prev = 0.
-
-        Shapes
-        ------
-        -> u_prev (B, n_u)
-        """
-        u_prev = torch.zeros(batch_size, self.n_u, dtype=self.dtype, device=self.device)
-        return EstimationState(self.estimator.init(batch_size), u_prev)
-
-    def reset_rows(self, state: EstimationState, mask: Tensor) -> EstimationState:
-        """Estimator prior and u_prev = 0 for the rows where ``mask`` is True.
-
-        Shapes
-        ------
-        mask : (B,) bool
-        """
-        est_state = self.estimator.reset(state.estimator_state, mask)
-        u_prev = torch.where(mask[:, None], torch.zeros_like(state.u_prev), state.u_prev)
-        return EstimationState(est_state, u_prev)
 
     def act(
         self,

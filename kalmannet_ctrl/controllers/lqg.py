@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import torch
 from torch import Tensor
 
 from ..estimators.base import Estimator
 from ..models.cost import QuadraticCost
 from ..models.linear import LinearGaussianModel
-from .base import BaseController, check_estimator, parse_input_bounds
+from .base import ModelBasedController, check_estimator, parse_input_bounds
 from .lqr import LQR, check_design_inputs
 
 __all__ = ["LQG", "LQGState"]
@@ -32,7 +31,7 @@ class LQGState(NamedTuple):
     u_prev: Tensor
 
 
-class LQG(BaseController):
+class LQG(ModelBasedController):
     """Output feedback u_t = −K x̂_{t|t}: an estimator followed by the infinite-horizon LQR gain.
 
     With the Kalman filter of the true model this is the optimal (LQG) controller of a linear
@@ -109,48 +108,6 @@ class LQG(BaseController):
         self.estimator = check_estimator(estimator, model)
         self.lqr = LQR(model, cost)
         self.input_bounds = parse_input_bounds(input_bounds, model)
-
-    @property
-    def n_x(self) -> int:
-        return self.model.n_x
-
-    @property
-    def n_u(self) -> int:
-        return self.model.n_u
-
-    @property
-    def n_y(self) -> int:
-        return self.model.n_y
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    def init(self, batch_size: int) -> LQGState:
-        """The state before the first measurement: the estimator's prior and u_prev = 0.
-
-        Shapes
-        ------
-        -> u_prev (B, n_u)
-        """
-        est_state = self.estimator.init(batch_size)
-        u_prev = torch.zeros(batch_size, self.n_u, dtype=self.model.dtype, device=self.model.device)
-        return LQGState(est_state, u_prev)
-
-    def reset_rows(self, state: LQGState, mask: Tensor) -> LQGState:
-        """Estimator prior and u_prev = 0 for the rows where ``mask`` is True.
-
-        Shapes
-        ------
-        mask : (B,) bool
-        """
-        est_state = self.estimator.reset(state.estimator_state, mask)
-        u_prev = torch.where(mask[:, None], torch.zeros_like(state.u_prev), state.u_prev)
-        return LQGState(est_state, u_prev)
 
     def act(
         self, state: LQGState, y: Tensor, *, episode_start: Tensor | None, deterministic: bool

@@ -15,7 +15,7 @@ from ..models.base import SystemModel
 from ..models.cost import QuadraticCost
 from ..models.linear import LinearGaussianModel
 from ..models.linearize import linearize
-from .base import as_action, as_observation_batch, episode_start_mask
+from ._inputs import as_action, as_observation_batch, check_cost, episode_start_mask
 
 __all__ = ["LQR", "design_model"]
 
@@ -53,16 +53,7 @@ def check_design_inputs(model: Any, cost: Any, who: str) -> None:
             f"model: {who} needs a model with inputs (n_u >= 1), found n_u = 0 (B is None); "
             "pass the input matrix B to LinearGaussianModel"
         )
-    if cost.n_x != model.n_x:
-        raise DimensionError(
-            f"cost: expected Q of shape ({model.n_x}, {model.n_x}) to match the model's n_x, "
-            f"found {shape_str(tuple(cost.Q.shape))}"
-        )
-    if cost.n_u != model.n_u:
-        raise DimensionError(
-            f"cost: expected R of shape ({model.n_u}, {model.n_u}) to match the model's n_u, "
-            f"found {shape_str(tuple(cost.R.shape))}"
-        )
+    check_cost(cost, model)
 
 
 class LQR:

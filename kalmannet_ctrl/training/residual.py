@@ -26,7 +26,13 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from .._validation import as_tensor, check_finite, check_positive_float, check_positive_int
+from .._validation import (
+    as_tensor,
+    check_finite,
+    check_nonnegative_float,
+    check_positive_float,
+    check_positive_int,
+)
 from ..errors import DimensionError, NotPositiveDefiniteError, ParameterError
 from ..estimators.base import Estimator
 from ..models.base import SystemModel, Trajectory
@@ -404,14 +410,14 @@ def fit_residual(
     if patience is not None:
         patience = check_positive_int(patience, "patience")
     lr = check_positive_float(lr, "lr")
-    weight_decay = _nonnegative(weight_decay, "weight_decay")
+    weight_decay = check_nonnegative_float(weight_decay, "weight_decay")
     if grad_clip is not None:
         grad_clip = check_positive_float(grad_clip, "grad_clip")
     if weighting not in _WEIGHTINGS:
         raise ParameterError(f"weighting: expected one of {_WEIGHTINGS}, found {weighting!r}")
     if lr_schedule not in _SCHEDULES:
         raise ParameterError(f"lr_schedule: expected one of {_SCHEDULES}, found {lr_schedule!r}")
-    val_fraction = _nonnegative(val_fraction, "val_fraction")
+    val_fraction = check_nonnegative_float(val_fraction, "val_fraction")
     if val_fraction >= 1.0:
         raise ParameterError(f"val_fraction: expected a number in [0, 1), found {val_fraction}")
     train = _check_transitions(data, "data", model)
@@ -535,12 +541,3 @@ def _check_transitions(data: Any, name: str, model: SystemModel) -> Transitions:
     for label, t in (("x", x), ("u", u), ("x_next", x_next)):
         check_finite(t, f"{name}.{label}")
     return Transitions(x, u, x_next)
-
-
-def _nonnegative(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name}: expected a number >= 0, found {type(value).__name__}")
-    out = float(value)
-    if not (math.isfinite(out) and out >= 0):
-        raise ParameterError(f"{name}: expected a finite number >= 0, found {value}")
-    return out

@@ -17,7 +17,6 @@ Conventions (the same everywhere in the library):
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, NamedTuple
 
@@ -25,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from .._validation import check_nonnegative_float
 from ..controllers.base import Controller, OutputFeedback
 from ..errors import DimensionError, NonFiniteError, ParameterError
 
@@ -121,12 +121,7 @@ def check_exploration_std(value: Any) -> float:
     ------
     TypeError, ParameterError
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"exploration_std: expected a number >= 0, found {type(value).__name__}")
-    out = float(value)
-    if not (math.isfinite(out) and out >= 0):
-        raise ParameterError(f"exploration_std: expected a finite number >= 0, found {value}")
-    return out
+    return check_nonnegative_float(value, "exploration_std")
 
 
 class _Actor:

@@ -16,6 +16,7 @@ from ...models.base import SystemModel
 from ...models.cost import QuadraticCost
 from ...models.linear import LinearGaussianModel
 from ...models.linearize import linearize
+from .._inputs import check_cost
 from ..lqr import LQR
 from .ltv import LTV
 from .mppi import MPPI
@@ -39,16 +40,7 @@ def check_model_and_cost(model: Any, cost: Any) -> None:
         raise TypeError(f"cost: expected a QuadraticCost(Q, R), found {type(cost).__name__}")
     if model.n_u == 0:
         raise DimensionError("model: MPC needs a model with inputs (n_u >= 1), found n_u = 0")
-    if cost.n_x != model.n_x:
-        raise DimensionError(
-            f"cost: expected Q of shape ({model.n_x}, {model.n_x}) to match the model's n_x, "
-            f"found {shape_str(tuple(cost.Q.shape))}"
-        )
-    if cost.n_u != model.n_u:
-        raise DimensionError(
-            f"cost: expected R of shape ({model.n_u}, {model.n_u}) to match the model's n_u, "
-            f"found {shape_str(tuple(cost.R.shape))}"
-        )
+    check_cost(cost, model)
 
 
 def resolve_solver(solver: Any, model: SystemModel) -> Solver:

@@ -14,7 +14,7 @@ from ...errors import DimensionError, NonFiniteError
 from ...estimators.base import Estimator
 from ...models.base import SystemModel
 from ...models.cost import QuadraticCost
-from ..base import BaseController, check_estimator, parse_input_bounds
+from ..base import ModelBasedController, check_estimator, parse_input_bounds
 from ._checks import (
     check_cost_state_callable,
     check_model_and_cost,
@@ -105,7 +105,7 @@ class PlanWeights(NamedTuple):
     bounds: tuple[Tensor, Tensor] | None
 
 
-class MPC(BaseController):
+class MPC(ModelBasedController):
     """Model predictive control with output feedback, batched over B plants.
 
     At step t the estimator predicts with u_{t−1} (the previous, clipped action) and updates with
@@ -280,56 +280,6 @@ class MPC(BaseController):
         self.setup = self.solver.bind(self)
 
     # -- dimensions ------------------------------------------------------------------------------
-    @property
-    def n_x(self) -> int:
-        """The model's state size.
-
-        Shapes
-        ------
-        -> int
-        """
-        return self.model.n_x
-
-    @property
-    def n_u(self) -> int:
-        """The model's input size.
-
-        Shapes
-        ------
-        -> int
-        """
-        return self.model.n_u
-
-    @property
-    def n_y(self) -> int:
-        """The model's measurement size.
-
-        Shapes
-        ------
-        -> int
-        """
-        return self.model.n_y
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The model's dtype: of the actions, plans and states.
-
-        Shapes
-        ------
-        -> torch.dtype (no tensor)
-        """
-        return self.model.dtype
-
-    @property
-    def device(self) -> torch.device:
-        """The model's device.
-
-        Shapes
-        ------
-        -> torch.device (no tensor)
-        """
-        return self.model.device
-
     # -- the controller base's hooks -------------------------------------------------------------
     def init(self, batch_size: int) -> MPCState:
         """The state before the first measurement: the estimator's prior, u_prev = 0, the zero
@@ -353,10 +303,8 @@ class MPC(BaseController):
         ------
         mask : (B,) bool
         """
-        est_state = self.estimator.reset(state.estimator_state, mask)
-        u_prev = torch.where(mask[:, None], torch.zeros_like(state.u_prev), state.u_prev)
-        plan = torch.where(mask[:, None, None], self.initial_plan, state.plan)
-        return MPCState(est_state, u_prev, plan, state.trajectory)
+        state = super().reset_rows(state, mask)
+        return state._replace(plan=torch.where(mask[:, None, None], self.initial_plan, state.plan))
 
     def act(
         self, state: MPCState, y: Tensor, *, episode_start: Tensor | None, deterministic: bool

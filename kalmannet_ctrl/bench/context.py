@@ -1,0 +1,176 @@
+"""What a comparison's method is: a name, a build function and its settings, and what the
+build function gets (:class:`BuildContext`: the scenario, its env, the seed, the cache and the
+method's config); the registry of methods by name."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._io import atomic_write_text
+from ..errors import ParameterError
+from .cache import ArtifactCache, stable_hash
+from .scenario import Scenario
+
+__all__ = ["METHODS", "BuildContext", "Method", "get_method", "register_method"]
+
+
+@dataclass
+class BuildContext:
+    """What a method's ``build`` gets.
+
+    Attributes
+    ----------
+    scenario : Scenario
+    env : PartiallyKnownEnv
+        A single env of the scenario (its ``nominal_model``, ``true_model``, ``cost`` and spaces).
+    seed : int
+        The comparison's seed (for training).
+    cache : ArtifactCache
+        Where trained artefacts live (folder per scenario, method, config and seed).
+    """
+
+    scenario: Scenario
+    env: Any
+    seed: int
+    cache: ArtifactCache
+    train_info: dict[str, Any] = field(default_factory=dict)
+    method: Method | None = None
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """The method's settings (empty without a method)."""
+        return {} if self.method is None else self.method.config
+
+    def options(
+        self,
+        *names: str,
+        required: tuple[str, ...] = (),
+        accepted: tuple[str, ...] | None = None,
+    ) -> dict[str, Any]:
+        """The config's entries among ``names`` (keywords of a training function or a solver:
+        what the config leaves out takes that function's default, so each default is stated
+        once, in its signature).
+
+        Parameters
+        ----------
+        names : str
+            The keys wanted.
+        required : tuple of str
+            Keys the config must hold.
+        accepted : tuple of str, optional
+            Every key the method's build reads (default ``names``); any other key is an error,
+            so that a misspelt setting is never silently ignored.
+
+        Raises
+        ------
+        ParameterError
+            If the config holds a key outside ``accepted`` or lacks one of ``required``.
+        """
+        cfg = dict(self.config)
+        unknown = sorted(set(cfg) - set(names if accepted is None else accepted))
+        if unknown:
+            raise ParameterError(
+                f"config: method {self.method_name!r} has no settings {unknown}; "
+                f"it reads {sorted(names if accepted is None else accepted)}"
+            )
+        missing = [k for k in required if k not in cfg]
+        if missing:
+            raise ParameterError(f"config: method {self.method_name!r} needs {missing}")
+        return {k: cfg[k] for k in names if k in cfg}
+
+    @property
+    def method_name(self) -> str:
+        return "method" if self.method is None else self.method.name
+
+    def cached(
+        self,
+        build: Callable[[], Any],
+        save: Callable[[Any, Path], None],
+        load: Callable[[Path], Any],
+    ) -> Any:
+        """A trained artefact of this method for this scenario, seed and config.
+
+        Loaded from ``cache`` when a readable copy exists (a corrupt one is rebuilt), else
+        built with ``build()`` and stored with ``save(obj, folder)``; ``load(folder)`` must raise
+        on anything it cannot read. What ``build`` put in ``train_info`` (e.g. ``env_steps``,
+        the training data used) is stored beside the artefact and restored with it;
+        ``train_info["loaded"]`` tells which happened.
+        """
+        config = dict(self.config)
+        parts = (
+            self.scenario.key(),
+            f"{self.method_name}-{stable_hash(config, 8)}",
+            f"seed-{self.seed}",
+        )
+        info_file = "train_info.json"
+
+        def save_all(obj: Any, folder: Path) -> None:
+            save(obj, folder)
+            atomic_write_text(folder / info_file, json.dumps(self.train_info, default=str))
+
+        def load_all(folder: Path) -> Any:
+            info = json.loads((folder / info_file).read_text())
+            if not isinstance(info, dict):
+                raise ValueError(f"{info_file}: expected a JSON object")
+            obj = load(folder)
+            self.train_info.update(info)
+            return obj
+
+        obj, loaded = self.cache.load_or_build(parts, build, save_all, load_all)
+        self.train_info["loaded"] = loaded
+        return obj
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named way to build a controller for a scenario.
+
+    Parameters
+    ----------
+    name : str
+        Unique name (used on the command line and in tables).
+    build : callable
+        ``build(ctx: BuildContext) -> controller``; module-level (picklable).
+    description : str
+    applies : callable, optional
+        ``applies(env) -> bool``: whether the method makes sense for a scenario's env; cells
+        where it does not are skipped. Default: always.
+    oracle : bool
+        Whether the method uses the true model (the reference of the gap to the oracle).
+    config : mapping
+        Settings that change the result (part of the cache keys).
+    """
+
+    name: str
+    build: Callable[[BuildContext], Any]
+    description: str = ""
+    applies: Callable[[Any], bool] | None = None
+    oracle: bool = False
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method, *, overwrite: bool = False) -> Method:
+    """Add ``method`` to :data:`METHODS` (the names the CLI and :func:`get_method` know)."""
+    if not isinstance(method, Method):
+        raise TypeError(f"method: expected a Method, found {type(method).__name__}")
+    if method.name in METHODS and not overwrite:
+        raise ValueError(f"method: a method named {method.name!r} is already registered")
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    """The registered method called ``name``."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(
+            f"method: unknown method {name!r}; expected one of {sorted(METHODS)}"
+        ) from None
