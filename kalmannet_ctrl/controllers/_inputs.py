@@ -30,6 +30,13 @@ __all__ = [
 
 
 def check_finite_rows(y: Tensor, name: str, allow_nan: bool) -> None:
+    """NonFiniteError naming ``name`` on infinite entries (and on NaN ones unless
+    ``allow_nan``: a NaN marks a missing measurement).
+
+    Shapes
+    ------
+    y : (B, n) (NaN allowed when ``allow_nan``)
+    """
     if bool(torch.isinf(y).any()):
         hint = " (NaN marks a missing measurement)" if allow_nan else ""
         raise NonFiniteError(
@@ -53,6 +60,10 @@ class ObservationBatch(NamedTuple):
     np_dtype : np.dtype
         The dtype of the returned action: the observation's when it is a NumPy floating array,
         float64 otherwise.
+
+    Shapes
+    ------
+    value : (B, n)
     """
 
     value: Tensor
@@ -181,7 +192,12 @@ def episode_start_mask(
 def check_estimator(estimator: Any, model: Any) -> Any:
     """``estimator`` checked against the controller's ``model`` (Estimator protocol, n_x, and
     the n_y/n_u of its own model); None gives :func:`~kalmannet_ctrl.estimators.default_filter`
-    (the Kalman filter of a linear model, the extended Kalman filter of a nonlinear one)."""
+    (the Kalman filter of a linear model, the extended Kalman filter of a nonlinear one).
+
+    Shapes
+    ------
+    no tensors: the estimator's n_x (and its model's n_y, n_u) against the model's
+    """
     if estimator is None:
         return default_filter(model)
     if not isinstance(estimator, Estimator):
@@ -207,7 +223,12 @@ def check_estimator(estimator: Any, model: Any) -> Any:
 
 def parse_input_bounds(input_bounds: Any, model: Any) -> tuple[Tensor, Tensor] | None:
     """Actuator limits ``(low, high)`` (scalars or (n_u,) arrays, infinite entries allowed) as
-    two (n_u,) tensors in the model's dtype, or None; typed errors naming ``input_bounds``."""
+    two (n_u,) tensors in the model's dtype, or None; typed errors naming ``input_bounds``.
+
+    Shapes
+    ------
+    input_bounds : scalars or (n_u,) each -> (low (n_u,), high (n_u,))
+    """
     if input_bounds is None:
         return None
     if not isinstance(input_bounds, (tuple, list)) or len(input_bounds) != 2:
@@ -258,6 +279,10 @@ def resume_state(
         If ``state`` is not None or an instance of ``expected``.
     BatchSizeError
         If the batch size changed while some rows continue their episodes.
+
+    Shapes
+    ------
+    state.u_prev : (B, n_u); mask : (B,) bool or None
     """
     if state is None:
         return init(batch_size)
@@ -286,6 +311,10 @@ def estimator_mean(state: Any, expected: type) -> Tensor:
     ------
     TypeError
         If ``state`` is not an ``expected`` instance or its estimator state has no ``mean``.
+
+    Shapes
+    ------
+    -> (B, n_x)
     """
     if not isinstance(state, expected):
         raise TypeError(f"state: expected an {expected.__name__}, found {type(state).__name__}")

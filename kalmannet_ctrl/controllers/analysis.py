@@ -75,6 +75,10 @@ def analytic_average_cost(
     The formula is for the unconstrained linear loop: ``input_bounds`` of an LQG (saturation) are
     ignored, so a saturating controller's true cost is higher. The mean of x_0 and its covariance
     do not matter (they only affect the transient).
+
+    Shapes
+    ------
+    true_model: A (n_x, n_x), B (n_x, n_u), C (n_y, n_x) -> float
     """
     if not isinstance(true_model, LinearGaussianModel):
         raise TypeError(

@@ -61,6 +61,10 @@ class Controller(Protocol):
     ``predict`` maps the current observation (the measurement y_t, one or a batch) and the
     controller's recurrent state to the action u_t. State is passed in and returned, never kept on
     the object, so one controller serves any number of environments.
+
+    Shapes
+    ------
+    predict: observation (n_obs,) or (B, n_obs) -> action (n_u,) or (B, n_u)
     """
 
     def predict(
@@ -86,6 +90,10 @@ class Controller(Protocol):
         -------
         action : np.ndarray, (n_u,) or (B, n_u)
         state : the new recurrent state (``None`` for memoryless controllers)
+
+        Shapes
+        ------
+        observation : (n_obs,) or (B, n_obs) -> action (n_u,) or (B, n_u)
         """
         ...
 
@@ -97,6 +105,10 @@ class OutputFeedback(Protocol):
     Every :class:`BaseController` has it (``estimate`` returns None when the controller carries
     no estimator); other objects with the Controller protocol may declare it too. Benchmarks use
     it for the estimation error of closed-loop runs.
+
+    Shapes
+    ------
+    estimate: -> (B, n_x) or None
     """
 
     def estimate(self, state: Any) -> Tensor | None:

@@ -24,6 +24,10 @@ class EstimationState(NamedTuple):
     u_prev : Tensor, (B, n_u)
         The input applied after the last measurement (the zero input projected onto the
         bounds); zero for rows that start an episode.
+
+    Shapes
+    ------
+    u_prev : (B, n_u)
     """
 
     estimator_state: Any

@@ -25,6 +25,10 @@ class LQGState(NamedTuple):
     u_prev : Tensor, (B, n_u)
         The action returned at the last call (after clipping): the input the plant received,
         used by the estimator's next prediction. Zero for rows that start an episode.
+
+    Shapes
+    ------
+    u_prev : (B, n_u)
     """
 
     estimator_state: Any

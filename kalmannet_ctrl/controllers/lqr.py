@@ -29,6 +29,10 @@ def design_model(model: SystemModel) -> LinearGaussianModel:
     >>> from kalmannet_ctrl.models import cartpole
     >>> design_model(cartpole()).A.shape
     torch.Size([4, 4])
+
+    Shapes
+    ------
+    -> LinearGaussianModel with A (n_x, n_x), B (n_x, n_u), C (n_y, n_x)
     """
     if isinstance(model, LinearGaussianModel):
         return model
@@ -40,7 +44,12 @@ def design_model(model: SystemModel) -> LinearGaussianModel:
 
 
 def check_design_inputs(model: Any, cost: Any, who: str) -> None:
-    """Check that ``model`` is linear with inputs and that ``cost`` matches its dimensions."""
+    """Check that ``model`` is linear with inputs and that ``cost`` matches its dimensions.
+
+    Shapes
+    ------
+    cost: Q (n_x, n_x), R (n_u, n_u) of the model
+    """
     if not isinstance(model, LinearGaussianModel):
         raise TypeError(
             f"model: {who} needs a LinearGaussianModel, found {type(model).__name__}; "
@@ -221,6 +230,10 @@ class LQR:
         ------
         ValueError
             If a row's time index reaches the horizon H.
+
+        Shapes
+        ------
+        observation : (n_x,) or (B, n_x) -> action (n_u,) or (B, n_u)
         """
         obs = as_observation_batch(
             observation, self.n_x, dtype=self.model.dtype, device=self.model.device
