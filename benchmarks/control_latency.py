@@ -26,8 +26,6 @@ milliseconds for the second thread to be scheduled. ``--threads 2`` shows the di
 
 from __future__ import annotations
 
-import argparse
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from _common import machine, make_parser, parse
 
 import kalmannet_ctrl.envs  # noqa: F401  (registers the environments)
 from kalmannet_ctrl.controllers import LQG, LTV, MPC, MPPI, NeuralMPC
@@ -194,10 +193,7 @@ def time_predict(case: Case, num_envs: int, steps: int, warmup: int, seed: int =
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser = make_parser(__doc__)
     parser.add_argument("--steps", type=int, default=300, help="timed steps at B = 1")
     parser.add_argument("--warmup", type=int, default=30, help="untimed steps before timing")
     parser.add_argument("--batch", type=int, default=100, help="B of the throughput column")
@@ -205,14 +201,12 @@ def main() -> None:
     parser.add_argument(
         "--only", nargs="*", default=None, help="keep the rows whose name contains any of these"
     )
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse(parser)
     cases = classical_cases() + neural_mpc_cases()
     if args.only:
         cases = [c for c in cases if any(word in c.name for word in args.only)]
     print(
-        f"Control latency, torch {torch.__version__}, {args.threads} thread(s), "
-        f"{platform.processor() or platform.machine()}; B = 1 over {args.steps} steps, "
+        f"Control latency, {machine(args.threads)}; B = 1 over {args.steps} steps, "
         f"B = {args.batch} over {args.batch_steps} steps (after {args.warmup} warm-up steps)\n"
     )
     head = (

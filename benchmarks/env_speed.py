@@ -23,13 +23,11 @@ SyncVectorEnv's cost grows linearly with the copies, so it runs
 
 from __future__ import annotations
 
-import argparse
-import platform
 import time
 
 import gymnasium as gym
 import numpy as np
-import torch
+from _common import machine, make_parser, parse
 from tqdm import tqdm
 
 from kalmannet_ctrl.envs import ENV_IDS
@@ -55,9 +53,7 @@ def env_steps_per_second(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = make_parser(__doc__)
     parser.add_argument("--steps", type=int, default=500, help="steps per measurement")
     parser.add_argument(
         "--sync-budget",
@@ -68,9 +64,7 @@ def main() -> None:
     parser.add_argument("--copies", type=int, nargs="+", default=[1, 64, 1024])
     parser.add_argument("--ids", nargs="+", default=list(ENV_IDS), choices=ENV_IDS)
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse(parser)
     cases = [(env_id, n) for env_id in args.ids for n in args.copies]
     rows = []
     for env_id, n in tqdm(cases, desc="env_speed", leave=False):
@@ -82,8 +76,7 @@ def main() -> None:
     print(
         f"Env-steps per second, native vector env vs SyncVectorEnv, {args.steps} steps "
         f"(sync: {args.sync_budget} env-steps, at least 10 steps), best of {args.repeats}, "
-        f"torch {torch.__version__}, {args.threads} thread(s), "
-        f"{platform.processor() or platform.machine()}"
+        f"{machine(args.threads)}"
     )
     print(f"| {'env':<16} | copies | native [steps/s] | sync [steps/s] | native / sync |")
     print(f"|{'-' * 18}|--------|------------------|----------------|---------------|")

@@ -16,12 +16,11 @@ so it is measured once per n_x on one trajectory.
 
 from __future__ import annotations
 
-import argparse
-import platform
 import time
 
 import numpy as np
 import torch
+from _common import machine, make_parser, parse
 from filterpy.kalman import KalmanFilter as FilterPyKF
 from tqdm import tqdm
 
@@ -91,14 +90,10 @@ def time_step(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = make_parser(__doc__)
     parser.add_argument("--steps", type=int, default=1000, help="time steps per trajectory")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse(parser)
     T = args.steps
     rows = []
     cases = [(n_x, B) for n_x in (2, 6) for B in (1, 32, 1024)]
@@ -123,8 +118,7 @@ def main() -> None:
                 rows.append(("step B=1, 1st episode", n_x, cold, fp))
                 rows.append(("step B=1, next episodes", n_x, warm, fp))
     print(
-        f"Kalman filter throughput, T={T} steps, torch {torch.__version__}, "
-        f"{args.threads} thread(s), {platform.processor() or platform.machine()}"
+        f"Kalman filter throughput, T={T} steps, {machine(args.threads)}"
     )
     print(f"| {'case':<22} | n_x | ours [us/traj-step] | filterpy [us/step] | filterpy / ours |")
     print(f"|{'-' * 24}|-----|---------------------|--------------------|-----------------|")

@@ -22,11 +22,11 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 
 import torch
+from _common import machine, make_parser, parse
 
 from kalmannet_ctrl.estimators import (
     ExtendedKalmanFilter,
@@ -183,9 +183,7 @@ def run_setting(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = make_parser(__doc__, threads=2)
     parser.add_argument("--settings", nargs="+", default=list(settings()), choices=list(settings()))
     parser.add_argument(
         "--steps", type=int, default=1500, help="optimisation steps per learned estimator"
@@ -197,12 +195,10 @@ def main() -> None:
         help="training trajectories (times the setting's data factor: 5 for the T = 20 settings)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse(parser)
     all_settings = settings()
     print(
-        f"KalmanNet paper settings on the CPU ({args.threads} threads), seed {args.seed}, "
+        f"KalmanNet paper settings on the CPU ({machine(args.threads)}), seed {args.seed}, "
         f"{args.steps} steps"
     )
     print("| setting | estimator | test MSE [dB] | paper [dB] | training [s] |")

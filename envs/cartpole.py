@@ -161,13 +161,7 @@ class CartPoleEnv(PartiallyKnownEnv):
             cart_mass=mismatch["cart_mass"],
         )
         true = set_parameters(true, friction=mismatch["friction"])
-        return Problem(
-            nominal=nominal,
-            true=true,
-            cost=self._cost,
-            action_low=np.array([-self._bound]),
-            action_high=np.array([self._bound]),
-        )
+        return Problem.symmetric(nominal, true, self._cost, self._bound)
 
     def failed(self, x: np.ndarray) -> np.ndarray:
         """The pole fell past ``angle_limit`` or the cart left the track; x (B, 4) -> (B,)."""

@@ -77,6 +77,14 @@ class Problem:
     action_low: np.ndarray
     action_high: np.ndarray
 
+    @classmethod
+    def symmetric(
+        cls, nominal: SystemModel, true: SystemModel, cost: QuadraticCost, bound: float
+    ) -> Problem:
+        """The problem whose every input lies in ``[-bound, bound]``."""
+        n_u = nominal.n_u
+        return cls(nominal, true, cost, np.full(n_u, -float(bound)), np.full(n_u, float(bound)))
+
 
 def validate_mismatch(
     spec: Mapping[str, MismatchParameter],

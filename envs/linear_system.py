@@ -145,14 +145,7 @@ class LinearSystemEnv(PartiallyKnownEnv):
             process_scale=mismatch["process_noise_scale"],
             measurement_scale=mismatch["measurement_noise_scale"],
         )
-        n_u = nominal.n_u
-        return Problem(
-            nominal=nominal,
-            true=true,
-            cost=self._cost,
-            action_low=np.full(n_u, -self._bound),
-            action_high=np.full(n_u, self._bound),
-        )
+        return Problem.symmetric(nominal, true, self._cost, self._bound)
 
 
 class LinearSystemVectorEnv(PartiallyKnownVectorEnv):

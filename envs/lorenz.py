@@ -128,13 +128,7 @@ class LorenzEnv(PartiallyKnownEnv):
             r2=self._r2,
             measurement_rotation_deg=mismatch["measurement_rotation_deg"],
         )
-        return Problem(
-            nominal=nominal,
-            true=true,
-            cost=self._cost,
-            action_low=np.full(3, -self._bound),
-            action_high=np.full(3, self._bound),
-        )
+        return Problem.symmetric(nominal, true, self._cost, self._bound)
 
 
 class LorenzVectorEnv(PartiallyKnownVectorEnv):

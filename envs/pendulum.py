@@ -176,13 +176,7 @@ class PendulumEnv(PartiallyKnownEnv):
             length=p["length"] * mismatch["length"],
             damping=p["damping"] * mismatch["damping"],
         )
-        return Problem(
-            nominal=nominal,
-            true=true,
-            cost=self._cost,
-            action_low=np.array([-self._bound]),
-            action_high=np.array([self._bound]),
-        )
+        return Problem.symmetric(nominal, true, self._cost, self._bound)
 
 
 class PendulumVectorEnv(PartiallyKnownVectorEnv):

@@ -212,16 +212,8 @@ def build_neural_mpc(ctx: BuildContext) -> Any:
     nominal = ctx.env.nominal_model
 
     def build() -> Any:
-        ctrl, info = train_neural_mpc(
-            ctx.scenario.env_id,
-            horizon=horizon,
-            seed=ctx.seed,
-            env_kwargs=ctx.scenario.make_kwargs(),
-            mpc_kwargs={k: v for k, v in opts.items() if k != "input_bounds"},
-            progress=False,
-            **training,
-        )
-        ctx.train_info.update(env_steps=info["env_steps"], train_s=info["train_s"])
+        mpc_kwargs = {k: v for k, v in opts.items() if k != "input_bounds"}
+        ctrl = ctx.train(train_neural_mpc, horizon=horizon, mpc_kwargs=mpc_kwargs, **training)
         return ctrl.residual
 
     def save(model: Any, folder: Path) -> None:
@@ -264,16 +256,7 @@ def _learned_lqg(ctx: BuildContext, kind: str) -> Any:
     cls = KalmanNet if kind == "kalmannet" else LearnedNoiseKalmanFilter
 
     def build() -> Any:
-        ctrl, info = learned_lqg(
-            ctx.scenario.env_id,
-            kind,
-            seed=ctx.seed,
-            env_kwargs=ctx.scenario.make_kwargs(),
-            progress=False,
-            **options,
-        )
-        ctx.train_info.update(env_steps=info["env_steps"], train_s=info["train_s"])
-        return ctrl.estimator
+        return ctx.train(learned_lqg, kind, **options).estimator
 
     def save(est: Any, folder: Path) -> None:
         save_checkpoint(est, folder / "estimator.pt")
@@ -309,16 +292,7 @@ def _rl(ctx: BuildContext, algo: str) -> Any:
     options = ctx.options(*_RL_KEYS)
 
     def build() -> Any:
-        ctrl, info = train_rl(
-            ctx.scenario.env_id,
-            algo,
-            seed=ctx.seed,
-            env_kwargs=ctx.scenario.make_kwargs(),
-            progress=False,
-            **options,
-        )
-        ctx.train_info.update(env_steps=int(info["env_steps"]), train_s=float(info["train_s"]))
-        return ctrl
+        return ctx.train(train_rl, algo, **options)
 
     def save(ctrl: Any, folder: Path) -> None:
         ctrl.save(folder / "policy.zip")

@@ -82,6 +82,28 @@ class BuildContext:
             raise ParameterError(f"config: method {self.method_name!r} needs {missing}")
         return {k: cfg[k] for k in names if k in cfg}
 
+    def train(
+        self, trainer: Callable[..., tuple[Any, Mapping[str, Any]]], *args: Any, **kw: Any
+    ) -> Any:
+        """Run one of the library's trainers on this scenario and record what it used.
+
+        Calls ``trainer(env_id, *args, seed=seed, env_kwargs=..., progress=False, **kw)`` (the
+        signature :func:`~kalmannet_ctrl.training.learned_lqg`,
+        :func:`~kalmannet_ctrl.training.train_neural_mpc` and :func:`~kalmannet_ctrl.rl.train_rl`
+        share), copies its ``env_steps`` and ``train_s`` into :attr:`train_info` and returns the
+        trained controller.
+        """
+        ctrl, info = trainer(
+            self.scenario.env_id,
+            *args,
+            seed=self.seed,
+            env_kwargs=self.scenario.make_kwargs(),
+            progress=False,
+            **kw,
+        )
+        self.train_info.update(env_steps=int(info["env_steps"]), train_s=float(info["train_s"]))
+        return ctrl
+
     @property
     def method_name(self) -> str:
         return "method" if self.method is None else self.method.name

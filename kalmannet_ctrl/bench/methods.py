@@ -60,6 +60,8 @@ __all__ = [
 #: ``exploration_std`` is relative to the action bounds: 0.01 is 0.1 N on CartPole-v0.
 _LEARNED_NOISE_LQG = {"episodes": 100, "steps": 100, "fit_steps": 150, "exploration_std": 0.01}
 _KALMANNET_LQG = {"episodes": 100, "steps": 100, "fit_steps": 300, "exploration_std": 0.01}
+#: The MPC settings nominal and neural MPC share (keywords of the MPC build and of MPPI).
+_MPC_CONFIG = {"horizon": 20, "swing_up_horizon": 30, "samples": 256, "rollout_dtype": "float32"}
 
 for _method in (
     Method(
@@ -114,12 +116,7 @@ for _method in (
         build_mpc_nominal,
         "MPC on the nominal model (QP, sequential linearization, or MPPI for a swing-up)",
         has_inputs,
-        config={
-            "horizon": 20,
-            "swing_up_horizon": 30,
-            "samples": 256,
-            "rollout_dtype": "float32",
-        },
+        config=_MPC_CONFIG,
     ),
     Method(
         "neural-mpc",
@@ -127,10 +124,7 @@ for _method in (
         "MPC on the nominal model plus a residual network learned in closed-loop rounds",
         has_inputs,
         config={
-            "horizon": 20,
-            "swing_up_horizon": 30,
-            "samples": 256,
-            "rollout_dtype": "float32",
+            **_MPC_CONFIG,
             "rounds": 3,
             "episodes": 20,
             "fit_steps": 1500,

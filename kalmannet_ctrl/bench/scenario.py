@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import gymnasium as gym
@@ -118,10 +118,5 @@ class Scenario:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "env_id": self.env_id,
-            "mismatch": self.mismatch,
-            "max_steps": self.max_steps,
-            "name": self.name,
-            "env_kwargs": self.env_kwargs,
-        }
+        """The constructor's arguments (JSON-able when the mismatch and ``env_kwargs`` are)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}

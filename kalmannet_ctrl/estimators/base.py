@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
+from .._docstrings import fill
 from .._validation import (
     as_tensor,
     check_batch,
@@ -27,6 +29,34 @@ from ..errors import DimensionError, NonFiniteError
 from ..models.base import SystemModel
 
 __all__ = ["Estimator", "FilterResult", "GaussianFilter", "GaussianState"]
+
+#: The ``y`` and ``u`` parameters of every filter's ``filter`` (a docstring fragment).
+SEQUENCE_PARAMETERS = """
+y : array-like, (B, T, n_y)
+    Measurements; a NaN anywhere in a row means no measurement at that step.
+u : array-like, (B, T, n_u), optional
+    Inputs, u[:, t] applied after y_t (the layout of
+    :class:`~kalmannet_ctrl.models.Trajectory`); the prediction into step t uses u[:, t-1].
+    Default: zero input.
+"""
+
+
+def step_through(
+    step: Callable[[Any, Tensor, Tensor | None], tuple[Tensor, Any]],
+    state: Any,
+    y: Tensor,
+    u: Tensor | None,
+) -> Iterator[tuple[Tensor, Any]]:
+    """Run ``step(state, y_t, u_{t-1})`` along whole sequences, yielding each ``(x̂_t, state)``.
+
+    Shapes
+    ------
+    y : (B, T, n_y), u : (B, T, n_u) or None -> T pairs of x̂_{t|t} (B, n_x) and the state
+    """
+    for t in range(y.shape[1]):
+        u_prev = u[:, t - 1] if (u is not None and t > 0) else None
+        mean, state = step(state, y[:, t], u_prev)
+        yield mean, state
 
 
 class FilterResult(NamedTuple):
@@ -230,6 +260,7 @@ class GaussianFilter(abc.ABC):
         mean, cov = self._update_rows(mean, cov, y, complete)
         return mean, GaussianState(mean, cov, None)
 
+    @fill(sequences=SEQUENCE_PARAMETERS)
     def filter(
         self, y: Any, u: Any = None, *, x0_mean: Any = None, x0_cov: Any = None
     ) -> FilterResult:
@@ -237,11 +268,7 @@ class GaussianFilter(abc.ABC):
 
         Parameters
         ----------
-        y : array-like, (B, T, n_y)
-            Measurements; a NaN row means no measurement at that step.
-        u : array-like, (B, T, n_u), optional
-            Inputs, u[:, t] applied after y_t (the layout of :class:`Trajectory`); the prediction
-            into step t uses u[:, t-1]. Default: zero input.
+        %(sequences)s
         x0_mean, x0_cov : optional
             Prior of x_0, as in :meth:`init`.
 
@@ -263,14 +290,11 @@ class GaussianFilter(abc.ABC):
         return check_sequences(y, u, m, y_dtype=m.dtype, device=m.device)
 
     def _filter_loop(self, state: GaussianState, y: Tensor, u: Tensor | None) -> FilterResult:
-        B, T = y.shape[0], y.shape[1]
         means, covs = [], []
-        for t in range(T):
-            u_prev = u[:, t - 1] if (u is not None and t > 0) else None
-            mean, state = self._step(state, y[:, t], u_prev)
+        for mean, after in step_through(self._step, state, y, u):
             means.append(mean)
-            covs.append(state.cov)
-        return FilterResult(torch.stack(means, 1), _stack_covs(covs, B))
+            covs.append(after.cov)
+        return FilterResult(torch.stack(means, 1), _stack_covs(covs, y.shape[0]))
 
     def reset(self, state: GaussianState, mask: Any) -> GaussianState:
         """Restart the rows where ``mask`` is True from the model's prior of x_0.

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._docstrings import fill
 from .._validation import (
     as_tensor,
     check_batch,
@@ -42,7 +43,13 @@ from ._kalmannet_options import (
     _parse_dtype,
     _parse_features,
 )
-from .base import FilterResult, _check_no_inf, check_sequences
+from .base import (
+    SEQUENCE_PARAMETERS,
+    FilterResult,
+    _check_no_inf,
+    check_sequences,
+    step_through,
+)
 
 __all__ = ["KalmanNet", "KalmanNetState"]
 
@@ -500,6 +507,7 @@ class KalmanNet(nn.Module):
         prev_y = torch.where(missing, state.prev_y, y)
         return mean, KalmanNetState(mean, state.mean, prior, prev_y, hidden, None)
 
+    @fill(sequences=SEQUENCE_PARAMETERS)
     def filter(
         self, y: Any, u: Any = None, *, x0_mean: Any = None, x0_cov: Any = None
     ) -> FilterResult:
@@ -507,11 +515,7 @@ class KalmanNet(nn.Module):
 
         Parameters
         ----------
-        y : array-like, (B, T, n_y)
-            Measurements; a NaN anywhere in a row means no measurement at that step.
-        u : array-like, (B, T, n_u), optional
-            Inputs, u[:, t] applied after y_t (the layout of ``Trajectory``); the prediction into
-            step t uses u[:, t-1]. Default: zero input.
+        %(sequences)s
         x0_mean : array-like, (n_x,) or (B, n_x), optional
             x̂_0, as in :meth:`init`.
         x0_cov : optional
@@ -527,13 +531,8 @@ class KalmanNet(nn.Module):
         y (B, T, n_y), u (B, T, n_u) -> mean (B, T, n_x)
         """
         y, u = check_sequences(y, u, self.model, y_dtype=self.dtype, device=self.device)
-        B, T = y.shape[0], y.shape[1]
-        state = self.init(B, x0_mean=x0_mean, x0_cov=x0_cov)
-        means = []
-        for t in range(T):
-            u_prev = u[:, t - 1] if (u is not None and t > 0) else None
-            mean, state = self._step(state, y[:, t], u_prev)
-            means.append(mean)
+        state = self.init(y.shape[0], x0_mean=x0_mean, x0_cov=x0_cov)
+        means = [mean for mean, _ in step_through(self._step, state, y, u)]
         return FilterResult(torch.stack(means, 1), None)
 
     def forward(
