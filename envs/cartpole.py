@@ -168,10 +168,5 @@ class CartPoleEnv(PartiallyKnownEnv):
         return (np.abs(x[:, 2]) > self.angle_limit) | (np.abs(x[:, 0]) > self.position_limit)
 
 
-class CartPoleVectorEnv(PartiallyKnownVectorEnv):
+class CartPoleVectorEnv(PartiallyKnownVectorEnv, env_class=CartPoleEnv):
     """Native vector version of :class:`CartPoleEnv` (``gymnasium.make_vec``'s entry point)."""
-
-    def __init__(
-        self, num_envs: int = 1, *, max_episode_steps: int | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(CartPoleEnv, num_envs, max_episode_steps=max_episode_steps, **kwargs)

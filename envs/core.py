@@ -350,29 +350,48 @@ class PartiallyKnownVectorEnv(VectorEnv):
     (``AutoresetMode.NEXT_STEP``): that step returns the first observation of the new episode with
     reward 0 and terminated = truncated = False.
 
+    A subclass names the env it batches, which is all it needs to say::
+
+        class MyVectorEnv(PartiallyKnownVectorEnv, env_class=MyEnv):
+            pass
+
     Parameters
     ----------
-    env_class : type of PartiallyKnownEnv
     num_envs : int
     max_episode_steps : int, optional
         Default: no truncation.
     **kwargs
-        Passed to ``env_class`` (e.g. ``mismatch``).
+        Passed to the env class (e.g. ``mismatch``).
+
+    Raises
+    ------
+    TypeError
+        If the class declares no ``env_class``.
     """
 
     metadata: ClassVar[dict[str, Any]] = {
         "render_modes": [],
         "autoreset_mode": AutoresetMode.NEXT_STEP,
     }
+    #: The :class:`PartiallyKnownEnv` subclass batched (declared in the class statement).
+    env_class: ClassVar[type[PartiallyKnownEnv] | None] = None
+
+    def __init_subclass__(
+        cls, *, env_class: type[PartiallyKnownEnv] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if env_class is not None:
+            cls.env_class = env_class
 
     def __init__(
-        self,
-        env_class: type[PartiallyKnownEnv],
-        num_envs: int = 1,
-        *,
-        max_episode_steps: int | None = None,
-        **kwargs: Any,
+        self, num_envs: int = 1, *, max_episode_steps: int | None = None, **kwargs: Any
     ) -> None:
+        env_class = type(self).env_class
+        if env_class is None:
+            raise TypeError(
+                f"{type(self).__name__}: declare the env it batches, e.g. "
+                f"class {type(self).__name__}(PartiallyKnownVectorEnv, env_class=MyEnv)"
+            )
         self.num_envs = check_positive_int(num_envs, "num_envs")
         self.max_episode_steps = (
             None

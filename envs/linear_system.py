@@ -148,10 +148,5 @@ class LinearSystemEnv(PartiallyKnownEnv):
         return Problem.symmetric(nominal, true, self._cost, self._bound)
 
 
-class LinearSystemVectorEnv(PartiallyKnownVectorEnv):
+class LinearSystemVectorEnv(PartiallyKnownVectorEnv, env_class=LinearSystemEnv):
     """Native vector version of :class:`LinearSystemEnv` (``gymnasium.make_vec``'s entry point)."""
-
-    def __init__(
-        self, num_envs: int = 1, *, max_episode_steps: int | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(LinearSystemEnv, num_envs, max_episode_steps=max_episode_steps, **kwargs)

@@ -131,10 +131,5 @@ class LorenzEnv(PartiallyKnownEnv):
         return Problem.symmetric(nominal, true, self._cost, self._bound)
 
 
-class LorenzVectorEnv(PartiallyKnownVectorEnv):
+class LorenzVectorEnv(PartiallyKnownVectorEnv, env_class=LorenzEnv):
     """Native vector version of :class:`LorenzEnv` (``gymnasium.make_vec``'s entry point)."""
-
-    def __init__(
-        self, num_envs: int = 1, *, max_episode_steps: int | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(LorenzEnv, num_envs, max_episode_steps=max_episode_steps, **kwargs)

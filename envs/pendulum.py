@@ -179,10 +179,5 @@ class PendulumEnv(PartiallyKnownEnv):
         return Problem.symmetric(nominal, true, self._cost, self._bound)
 
 
-class PendulumVectorEnv(PartiallyKnownVectorEnv):
+class PendulumVectorEnv(PartiallyKnownVectorEnv, env_class=PendulumEnv):
     """Native vector version of :class:`PendulumEnv` (``gymnasium.make_vec``'s entry point)."""
-
-    def __init__(
-        self, num_envs: int = 1, *, max_episode_steps: int | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(PendulumEnv, num_envs, max_episode_steps=max_episode_steps, **kwargs)

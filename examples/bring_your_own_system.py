@@ -11,7 +11,7 @@ model. The cubic term is what no linear design captures: the gap learned methods
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import control
 import numpy as np
@@ -90,9 +90,8 @@ class StiffeningSpringEnv(PartiallyKnownEnv):
         )
 
 
-class StiffeningSpringVectorEnv(PartiallyKnownVectorEnv):
-    def __init__(self, num_envs: int = 1, **kwargs: Any) -> None:
-        super().__init__(StiffeningSpringEnv, num_envs, **kwargs)
+class StiffeningSpringVectorEnv(PartiallyKnownVectorEnv, env_class=StiffeningSpringEnv):
+    """Native batched copies, stepped by one call (``gymnasium.make_vec``'s entry point)."""
 
 
 if "examples/StiffeningSpring-v0" not in registry:

@@ -15,13 +15,16 @@ from ..errors import BatchSizeError, DimensionError, NonFiniteError
 from ..estimators.base import Estimator
 from ..estimators.default import default_filter
 from ..models.cost import QuadraticCost
+from ..models.linear import LinearGaussianModel
 
 __all__ = [
     "ObservationBatch",
     "as_action",
     "as_observation_batch",
     "check_cost",
+    "check_cost_type",
     "check_estimator",
+    "check_linear_model",
     "episode_start_mask",
     "estimator_mean",
     "parse_input_bounds",
@@ -338,8 +341,7 @@ def check_cost(cost: Any, model: Any) -> QuadraticCost:
     ------
     cost: Q (n_x, n_x), R (n_u, n_u) of the model
     """
-    if not isinstance(cost, QuadraticCost):
-        raise TypeError(f"cost: expected a QuadraticCost(Q, R), found {type(cost).__name__}")
+    check_cost_type(cost)
     if cost.n_x != model.n_x:
         raise DimensionError(
             f"cost: expected Q of shape ({model.n_x}, {model.n_x}) to match the model's n_x, "
@@ -351,3 +353,34 @@ def check_cost(cost: Any, model: Any) -> QuadraticCost:
             f"found {shape_str(tuple(cost.R.shape))}"
         )
     return cost
+
+
+def check_cost_type(cost: Any) -> QuadraticCost:
+    """``cost`` checked to be a QuadraticCost (TypeError naming ``cost`` otherwise).
+
+    Shapes
+    ------
+    no tensors
+    """
+    if not isinstance(cost, QuadraticCost):
+        raise TypeError(f"cost: expected a QuadraticCost(Q, R), found {type(cost).__name__}")
+    return cost
+
+
+def check_linear_model(
+    model: Any, name: str, hint: str, *, who: str | None = None
+) -> LinearGaussianModel:
+    """``model`` checked to be a LinearGaussianModel; otherwise a TypeError naming ``name``
+    ("``who`` needs a LinearGaussianModel", or "expected a LinearGaussianModel" without ``who``),
+    the type found, and ``hint`` (how to get a linear model, or why one is needed).
+
+    Shapes
+    ------
+    no tensors
+    """
+    if not isinstance(model, LinearGaussianModel):
+        needs = "expected" if who is None else f"{who} needs"
+        raise TypeError(
+            f"{name}: {needs} a LinearGaussianModel, found {type(model).__name__}; {hint}"
+        )
+    return model

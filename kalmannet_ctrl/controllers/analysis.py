@@ -12,6 +12,7 @@ from ..errors import DimensionError
 from ..estimators.kalman import KalmanFilter
 from ..models.cost import QuadraticCost
 from ..models.linear import LinearGaussianModel
+from ._inputs import check_cost_type, check_linear_model
 from .lqg import LQG
 from .lqr import LQR
 
@@ -80,13 +81,10 @@ def analytic_average_cost(
     ------
     true_model: A (n_x, n_x), B (n_x, n_u), C (n_y, n_x) -> float
     """
-    if not isinstance(true_model, LinearGaussianModel):
-        raise TypeError(
-            f"true_model: expected a LinearGaussianModel, found {type(true_model).__name__}; "
-            "the analytic cost exists only for a linear system"
-        )
-    if not isinstance(cost, QuadraticCost):
-        raise TypeError(f"cost: expected a QuadraticCost(Q, R), found {type(cost).__name__}")
+    check_linear_model(
+        true_model, "true_model", "the analytic cost exists only for a linear system"
+    )
+    check_cost_type(cost)
     tm = true_model.numpy()
     A, B, C, W, V = tm["A"], tm["B"], tm["C"], tm["process_cov"], tm["measurement_cov"]
     n_x, n_u = true_model.n_x, true_model.n_u

@@ -18,14 +18,16 @@ and converts the action back; a subclass implements :meth:`~BaseController.init`
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .._docstrings import fill
 from .._validation import as_tensor, shape_str
 from ..errors import DimensionError
+from ._docs import FEEDBACK_FIELDS
 from ._inputs import (
     ObservationBatch,
     as_action,
@@ -41,12 +43,15 @@ from ._inputs import (
 __all__ = [
     "BaseController",
     "Controller",
+    "FeedbackState",
     "ModelBasedController",
+    "ModelDims",
     "ObservationBatch",
     "OutputFeedback",
     "as_action",
     "as_observation_batch",
     "check_estimator",
+    "delegated",
     "episode_start_mask",
     "estimator_mean",
     "parse_input_bounds",
@@ -357,64 +362,114 @@ class BaseController(abc.ABC):
         ------
         observation : (n_y,) or (B, n_y) -> action (n_u,) or (B, n_u)
         """
-        obs = as_observation_batch(
+        obs = self._observation_batch(observation)
+        with torch.inference_mode() if self.inference_safe else torch.no_grad():
+            u, new_state = self._run(state, obs.value, episode_start, deterministic)
+        return as_action(u, obs.single, obs.np_dtype), new_state
+
+    def _observation_batch(self, observation: Any) -> ObservationBatch:
+        """``observation`` as a checked (B, n_y) batch in :attr:`dtype` (as :meth:`predict`)."""
+        return as_observation_batch(
             observation,
             self.n_y,
             dtype=self.dtype,
             device=self.device,
             allow_nan_rows=self.accepts_missing,
         )
-        with torch.inference_mode() if self.inference_safe else torch.no_grad():
-            u, new_state = self._run(state, obs.value, episode_start, deterministic)
-        return as_action(u, obs.single, obs.np_dtype), new_state
+
+    def _resume(self, state: Any, y: Tensor, episode_start: Any) -> tuple[Any, Tensor | None]:
+        """The state to step from for the batch ``y`` (new, continued or with rows reset) and
+        the ``episode_start`` mask."""
+        mask = episode_start_mask(episode_start, y.shape[0], device=self.device)
+        state = resume_state(state, self.state_type, y.shape[0], mask, self.init, self.reset_rows)
+        return state, mask
 
     def _run(
         self, state: Any, y: Tensor, episode_start: Any, deterministic: bool
     ) -> tuple[Tensor, Any]:
-        mask = episode_start_mask(episode_start, y.shape[0], device=self.device)
-        state = resume_state(state, self.state_type, y.shape[0], mask, self.init, self.reset_rows)
+        state, mask = self._resume(state, y, episode_start)
         return self.act(state, y, episode_start=mask, deterministic=deterministic)
 
 
-class ModelBasedController(BaseController):
+def delegated(source: str, name: str, doc: str) -> property:
+    """A read-only property returning ``self.<source>.<name>``: the sizes, dtype and device a
+    controller takes from the object it is built on (its model, a policy's input).
+
+    Parameters
+    ----------
+    source : str
+        The attribute holding the object (e.g. ``"model"``).
+    name : str
+        The attribute of that object to return (e.g. ``"n_x"``).
+    doc : str
+        The property's docstring.
+
+    Returns
+    -------
+    property
+
+    Shapes
+    ------
+    no tensors: sizes, dtypes and devices
+    """
+
+    def get(self: Any) -> Any:
+        return getattr(getattr(self, source), name)
+
+    return property(get, doc=doc)
+
+
+class ModelDims:
+    """The sizes, dtype and device of :attr:`model`, for a controller built on a model
+    (:class:`ModelBasedController`, :class:`~kalmannet_ctrl.controllers.LQR`).
+
+    Shapes
+    ------
+    n_x, n_u, n_y : ints, the model's
+    """
+
+    model: Any
+    n_x = delegated("model", "n_x", "The model's state size.")
+    n_u = delegated("model", "n_u", "The model's input size.")
+    n_y = delegated("model", "n_y", "The model's measurement size.")
+    dtype = delegated(
+        "model", "dtype", "The model's dtype: of the actions and the estimator's state."
+    )
+    device = delegated("model", "device", "The model's device.")
+
+
+@fill(feedback_fields=FEEDBACK_FIELDS)
+class FeedbackState(NamedTuple):
+    """The recurrent state of a controller with an estimator in the loop: the default of
+    :class:`ModelBasedController`, whose controllers subclass it to tell their states apart
+    (:class:`~kalmannet_ctrl.controllers.LQGState`,
+    :class:`~kalmannet_ctrl.controllers.EstimationState`).
+
+    Attributes
+    ----------
+    %(feedback_fields)s
+
+    Shapes
+    ------
+    u_prev : (B, n_u)
+    """
+
+    estimator_state: Any
+    u_prev: Tensor
+
+
+class ModelBasedController(ModelDims, BaseController):
     """A controller built on a model, with an estimator of the model's states in the loop.
 
-    The sizes, dtype and device are the model's (:attr:`model`). The default recurrent state
-    is a NamedTuple ``state_type(estimator_state, u_prev)``: :meth:`init` starts from the
-    estimator's prior with u_prev = 0 and :meth:`reset_rows` restarts rows the same way;
-    controllers whose state holds more (MPC's plan) extend both.
+    The sizes, dtype and device are the model's (:attr:`model`, see :class:`ModelDims`). The
+    default recurrent state is a :class:`FeedbackState` ``state_type(estimator_state, u_prev)``:
+    :meth:`init` starts from the estimator's prior with u_prev = 0 and :meth:`reset_rows`
+    restarts rows the same way; controllers whose state holds more (MPC's plan) extend both.
 
     Shapes
     ------
     init: -> u_prev (B, n_u); reset_rows: mask (B,) bool
     """
-
-    model: Any
-
-    @property
-    def n_x(self) -> int:
-        """The model's state size."""
-        return self.model.n_x
-
-    @property
-    def n_u(self) -> int:
-        """The model's input size."""
-        return self.model.n_u
-
-    @property
-    def n_y(self) -> int:
-        """The model's measurement size."""
-        return self.model.n_y
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The model's dtype: of the actions and the estimator's state."""
-        return self.model.dtype
-
-    @property
-    def device(self) -> torch.device:
-        """The model's device."""
-        return self.model.device
 
     def init(self, batch_size: int) -> Any:
         """The estimator's prior and u_prev = 0.

@@ -2,36 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..estimators.base import Estimator
 from ..models.base import SystemModel
-from .base import ModelBasedController, check_estimator, parse_input_bounds
+from .base import FeedbackState, ModelBasedController, check_estimator, parse_input_bounds
 
 __all__ = ["EstimationOnly", "EstimationState"]
 
 
-class EstimationState(NamedTuple):
-    """Recurrent state of an :class:`EstimationOnly` controller.
-
-    Attributes
-    ----------
-    estimator_state :
-        The estimator's state after the last measurement.
-    u_prev : Tensor, (B, n_u)
-        The input applied after the last measurement (the zero input projected onto the
-        bounds); zero for rows that start an episode.
+class EstimationState(FeedbackState):
+    """Recurrent state of an :class:`EstimationOnly` controller: a
+    :class:`~kalmannet_ctrl.controllers.base.FeedbackState` whose ``u_prev`` is the constant
+    input (zero projected onto the bounds).
 
     Shapes
     ------
     u_prev : (B, n_u)
     """
 
-    estimator_state: Any
-    u_prev: Tensor
+    __slots__ = ()
 
 
 class EstimationOnly(ModelBasedController):

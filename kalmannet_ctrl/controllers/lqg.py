@@ -2,39 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 from torch import Tensor
 
+from .._docstrings import fill
 from ..estimators.base import Estimator
 from ..models.cost import QuadraticCost
 from ..models.linear import LinearGaussianModel
-from .base import ModelBasedController, check_estimator, parse_input_bounds
+from ._docs import BASE_SHAPES, SCALAR_PLANT
+from .base import FeedbackState, ModelBasedController, check_estimator, parse_input_bounds
 from .lqr import LQR, check_design_inputs
 
 __all__ = ["LQG", "LQGState"]
 
 
-class LQGState(NamedTuple):
-    """Recurrent state of an :class:`LQG` controller.
-
-    Attributes
-    ----------
-    estimator_state :
-        The estimator's state (e.g. a ``GaussianState``) after the last measurement.
-    u_prev : Tensor, (B, n_u)
-        The action returned at the last call (after clipping): the input the plant received,
-        used by the estimator's next prediction. Zero for rows that start an episode.
+class LQGState(FeedbackState):
+    """Recurrent state of an :class:`LQG` controller: a
+    :class:`~kalmannet_ctrl.controllers.base.FeedbackState` (``estimator_state``, ``u_prev``).
 
     Shapes
     ------
     u_prev : (B, n_u)
     """
 
-    estimator_state: Any
-    u_prev: Tensor
+    __slots__ = ()
 
 
+@fill(base_shapes=BASE_SHAPES, scalar_plant=SCALAR_PLANT)
 class LQG(ModelBasedController):
     """Output feedback u_t = −K x̂_{t|t}: an estimator followed by the infinite-horizon LQR gain.
 
@@ -69,9 +64,7 @@ class LQG(ModelBasedController):
 
     Shapes
     ------
-    predict: observation (n_y,) or (B, n_y) -> action (n_u,) or (B, n_u);
-    step: y (B, n_y) -> u (B, n_u) (see :class:`~kalmannet_ctrl.controllers.base.BaseController`
-    for ``predict``, ``step``, ``estimate`` and their errors)
+    %(base_shapes)s
 
     Raises
     ------
@@ -86,11 +79,8 @@ class LQG(ModelBasedController):
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from kalmannet_ctrl.models import LinearGaussianModel, QuadraticCost
-    >>> m = LinearGaussianModel(A=[[1.1]], B=[[1.0]], C=[[1.0]], process_cov=[[0.1]],
-    ...                         measurement_cov=[[0.5]])
-    >>> ctrl = LQG(m, QuadraticCost(Q=[[1.0]], R=[[0.1]]), input_bounds=(-2.0, 2.0))
+    %(scalar_plant)s
+    >>> ctrl = LQG(m, cost, input_bounds=(-2.0, 2.0))
     >>> action, state = ctrl.predict(np.array([0.3], dtype=np.float32))
     >>> action.shape, action.dtype
     ((1,), dtype('float32'))

@@ -15,7 +15,15 @@ from ..models.base import SystemModel
 from ..models.cost import QuadraticCost
 from ..models.linear import LinearGaussianModel
 from ..models.linearize import linearize
-from ._inputs import as_action, as_observation_batch, check_cost, episode_start_mask
+from ._inputs import (
+    as_action,
+    as_observation_batch,
+    check_cost,
+    check_cost_type,
+    check_linear_model,
+    episode_start_mask,
+)
+from .base import ModelDims
 
 __all__ = ["LQR", "design_model"]
 
@@ -50,13 +58,13 @@ def check_design_inputs(model: Any, cost: Any, who: str) -> None:
     ------
     cost: Q (n_x, n_x), R (n_u, n_u) of the model
     """
-    if not isinstance(model, LinearGaussianModel):
-        raise TypeError(
-            f"model: {who} needs a LinearGaussianModel, found {type(model).__name__}; "
-            "linearize a nonlinear model first with kalmannet_ctrl.models.linearize"
-        )
-    if not isinstance(cost, QuadraticCost):
-        raise TypeError(f"cost: expected a QuadraticCost(Q, R), found {type(cost).__name__}")
+    check_linear_model(
+        model,
+        "model",
+        "linearize a nonlinear model first with kalmannet_ctrl.models.linearize",
+        who=who,
+    )
+    check_cost_type(cost)
     if model.n_u == 0:
         raise DimensionError(
             f"model: {who} needs a model with inputs (n_u >= 1), found n_u = 0 (B is None); "
@@ -65,7 +73,7 @@ def check_design_inputs(model: Any, cost: Any, who: str) -> None:
     check_cost(cost, model)
 
 
-class LQR:
+class LQR(ModelDims):
     """Linear quadratic regulator u = −K x for a :class:`LinearGaussianModel`.
 
     Minimizes E Σ_t (x_t' Q x_t + u_t' R u_t) for x_{t+1} = A x_t + B u_t + w_t with the state
@@ -97,6 +105,8 @@ class LQR:
     value_matrix : Tensor, (n_x, n_x), or (H + 1, n_x, n_x) for a finite horizon
         P, or P_0 … P_H: the optimal cost-to-go from x_t is x_t' P_t x_t (noise-free).
     model, cost, horizon
+    n_x, n_u, n_y, dtype, device
+        The model's (:class:`~kalmannet_ctrl.controllers.base.ModelDims`).
 
     Shapes
     ------
@@ -159,14 +169,6 @@ class LQR:
             self.gain, self.value_matrix = _finite_horizon(
                 model.A, model.B, Q, cost.R.to(dtype=dtype, device=device), Qf, self.horizon
             )
-
-    @property
-    def n_x(self) -> int:
-        return self.model.n_x
-
-    @property
-    def n_u(self) -> int:
-        return self.model.n_u
 
     def action(self, x: Any, t: Any = 0) -> Tensor:
         """The input u = −K_t x for a batch of (estimated) states.
@@ -235,9 +237,7 @@ class LQR:
         ------
         observation : (n_x,) or (B, n_x) -> action (n_u,) or (B, n_u)
         """
-        obs = as_observation_batch(
-            observation, self.n_x, dtype=self.model.dtype, device=self.model.device
-        )
+        obs = as_observation_batch(observation, self.n_x, dtype=self.dtype, device=self.device)
         x = obs.value
         B = x.shape[0]
         mask = episode_start_mask(episode_start, B)

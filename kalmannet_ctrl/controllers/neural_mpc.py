@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..estimators.base import Estimator
+from .._docstrings import fill
 from ..models.cost import QuadraticCost
 from ..models.linearize import linearize
 from ..models.residual import ResidualModel
+from ._docs import BASE_SHAPES
 from .lqr import LQR
-from .mpc import MPC, Solver
+from .mpc import MPC
 
 __all__ = ["NeuralMPC"]
 
 
+@fill(base_shapes=BASE_SHAPES)
 class NeuralMPC(MPC):
     """:class:`MPC` whose prediction model is f̂(x, u) = f_nominal(x, u) + g_θ(x, u).
 
@@ -55,8 +56,8 @@ class NeuralMPC(MPC):
 
     Shapes
     ------
-    predict: observation (n_y,) or (B, n_y) -> action (n_u,) or (B, n_u);
-    step: y (B, n_y) -> u (B, n_u); solve: x (B, n_x) -> plan (B, H, n_u)
+    solve: x (B, n_x) -> plan (B, H, n_u);
+    %(base_shapes)s
 
     Notes
     -----
@@ -77,35 +78,21 @@ class NeuralMPC(MPC):
     (LTV(iterations=1, line_search=False, max_qp_iterations=None), (1,))
     """
 
-    def __init__(
-        self,
-        model: ResidualModel,
-        cost: QuadraticCost,
-        horizon: int,
-        *,
-        input_bounds: tuple[Any, Any] | None = None,
-        estimator: Estimator | None = None,
-        terminal_cost: Any = "lqr",
-        cost_state: Callable[[Tensor], Any] | None = None,
-        solver: Solver | str | None = None,
-    ) -> None:
+    def _check_model(self, model: Any, cost: Any) -> None:
+        """A ResidualModel, then MPC's checks."""
         if not isinstance(model, ResidualModel):
             raise TypeError(
                 f"model: expected a ResidualModel (nominal model + residual network), found "
                 f"{type(model).__name__}; use MPC for a plain model"
             )
+        super()._check_model(model, cost)
+
+    def _terminal_weight(self, terminal_cost: Any) -> Tensor:
+        """MPC's, except that "lqr" is the LQR value matrix of f̂ linearized at the origin with
+        its offset f̂(0, 0) ignored."""
         if isinstance(terminal_cost, str) and terminal_cost == "lqr":
-            terminal_cost = _learned_lqr_weight(model, cost)
-        super().__init__(
-            model,
-            cost,
-            horizon,
-            input_bounds=input_bounds,
-            estimator=estimator,
-            terminal_cost=terminal_cost,
-            cost_state=cost_state,
-            solver=solver,
-        )
+            terminal_cost = _learned_lqr_weight(self.model, self.cost)
+        return super()._terminal_weight(terminal_cost)
 
     @property
     def residual(self) -> ResidualModel:

@@ -16,7 +16,6 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from .._docstrings import fill
 from .._validation import (
     as_tensor,
     check_batch,
@@ -28,18 +27,7 @@ from .._validation import (
 from ..errors import DimensionError, NonFiniteError
 from ..models.base import SystemModel
 
-__all__ = ["Estimator", "FilterResult", "GaussianFilter", "GaussianState"]
-
-#: The ``y`` and ``u`` parameters of every filter's ``filter`` (a docstring fragment).
-SEQUENCE_PARAMETERS = """
-y : array-like, (B, T, n_y)
-    Measurements; a NaN anywhere in a row means no measurement at that step.
-u : array-like, (B, T, n_u), optional
-    Inputs, u[:, t] applied after y_t (the layout of
-    :class:`~kalmannet_ctrl.models.Trajectory`); the prediction into step t uses u[:, t-1].
-    Default: zero input.
-"""
-
+__all__ = ["Estimator", "FilterResult", "GaussianFilter", "GaussianState", "SequenceFilter"]
 
 def step_through(
     step: Callable[[Any, Tensor, Tensor | None], tuple[Tensor, Any]],
@@ -146,7 +134,55 @@ class Estimator(Protocol):
         ...
 
 
-class GaussianFilter(abc.ABC):
+class SequenceFilter:
+    """The ``filter`` of a recursive estimator: its ``init``, then ``step`` along the sequences.
+
+    A subclass provides ``init``, ``_check_sequences(y, u)`` (conversion and shape checks) and
+    ``_filter_loop(state, y, u)`` (usually over :func:`step_through`).
+    """
+
+    def filter(
+        self, y: Any, u: Any = None, *, x0_mean: Any = None, x0_cov: Any = None
+    ) -> FilterResult:
+        """Filter a batch of sequences (a loop of ``step``).
+
+        Parameters
+        ----------
+        y : array-like, (B, T, n_y)
+            Measurements; a NaN anywhere in a row means no measurement at that step.
+        u : array-like, (B, T, n_u), optional
+            Inputs, u[:, t] applied after y_t (the layout of
+            :class:`~kalmannet_ctrl.models.Trajectory`); the prediction into step t uses
+            u[:, t-1]. Default: zero input.
+        x0_mean, x0_cov : optional
+            Prior of x_0, as in ``init`` (an estimator that propagates no covariance, such as
+            KalmanNet, ignores ``x0_cov``).
+
+        Returns
+        -------
+        FilterResult
+            mean (B, T, n_x) in the estimator's dtype; cov (B, T, n_x, n_x), or None for an
+            estimator that propagates no covariance.
+
+        Shapes
+        ------
+        y : (B, T, n_y), u : (B, T, n_u) or None -> mean (B, T, n_x), cov (B, T, n_x, n_x) or None
+        """
+        y, u = self._check_sequences(y, u)
+        state = self.init(y.shape[0], x0_mean=x0_mean, x0_cov=x0_cov)
+        return self._filter_loop(state, y, u)
+
+    def _check_sequences(self, y: Any, u: Any) -> tuple[Tensor, Tensor | None]:
+        raise NotImplementedError
+
+    def _filter_loop(self, state: Any, y: Tensor, u: Tensor | None) -> FilterResult:
+        raise NotImplementedError
+
+    def init(self, batch_size: int, *, x0_mean: Any = None, x0_cov: Any = None) -> Any:
+        raise NotImplementedError
+
+
+class GaussianFilter(SequenceFilter, abc.ABC):
     """Base of the Kalman-type filters: validation, batching, missing data and resets.
 
     Subclasses implement :meth:`_predict` and :meth:`_update` on valid tensors.
@@ -259,31 +295,6 @@ class GaussianFilter(abc.ABC):
         mean, cov = self._predict_rows(state, u_prev)
         mean, cov = self._update_rows(mean, cov, y, complete)
         return mean, GaussianState(mean, cov, None)
-
-    @fill(sequences=SEQUENCE_PARAMETERS)
-    def filter(
-        self, y: Any, u: Any = None, *, x0_mean: Any = None, x0_cov: Any = None
-    ) -> FilterResult:
-        """Filter a batch of sequences.
-
-        Parameters
-        ----------
-        %(sequences)s
-        x0_mean, x0_cov : optional
-            Prior of x_0, as in :meth:`init`.
-
-        Returns
-        -------
-        FilterResult
-            mean (B, T, n_x) and cov (B, T, n_x, n_x).
-
-        Shapes
-        ------
-        y : (B, T, n_y), u : (B, T, n_u) or None -> mean (B, T, n_x), cov (B, T, n_x, n_x)
-        """
-        y, u = self._check_sequences(y, u)
-        state = self.init(y.shape[0], x0_mean=x0_mean, x0_cov=x0_cov)
-        return self._filter_loop(state, y, u)
 
     def _check_sequences(self, y: Any, u: Any) -> tuple[Tensor, Tensor | None]:
         m = self.model

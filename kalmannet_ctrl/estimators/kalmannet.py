@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._docstrings import fill
 from .._validation import (
     as_tensor,
     check_batch,
@@ -44,8 +43,8 @@ from ._kalmannet_options import (
     _parse_features,
 )
 from .base import (
-    SEQUENCE_PARAMETERS,
     FilterResult,
+    SequenceFilter,
     _check_no_inf,
     check_sequences,
     step_through,
@@ -82,7 +81,7 @@ def _fc(n_in: int, n_out: int) -> nn.Module:
     return nn.Sequential(nn.utils.skip_init(nn.Linear, n_in, n_out), nn.ReLU())
 
 
-class KalmanNet(nn.Module):
+class KalmanNet(nn.Module, SequenceFilter):
     """KalmanNet (Revach et al. 2022): a Kalman filter whose gain comes from a recurrent network.
 
     With the *nominal* model's f and h::
@@ -507,31 +506,12 @@ class KalmanNet(nn.Module):
         prev_y = torch.where(missing, state.prev_y, y)
         return mean, KalmanNetState(mean, state.mean, prior, prev_y, hidden, None)
 
-    @fill(sequences=SEQUENCE_PARAMETERS)
-    def filter(
-        self, y: Any, u: Any = None, *, x0_mean: Any = None, x0_cov: Any = None
+    def _check_sequences(self, y: Any, u: Any) -> tuple[Tensor, Tensor | None]:
+        return check_sequences(y, u, self.model, y_dtype=self.dtype, device=self.device)
+
+    def _filter_loop(
+        self, state: KalmanNetState, y: Tensor, u: Tensor | None
     ) -> FilterResult:
-        """Filter a batch of sequences (a loop of :meth:`step`).
-
-        Parameters
-        ----------
-        %(sequences)s
-        x0_mean : array-like, (n_x,) or (B, n_x), optional
-            x̂_0, as in :meth:`init`.
-        x0_cov : optional
-            Ignored (no covariance is propagated).
-
-        Returns
-        -------
-        FilterResult
-            mean (B, T, n_x) in the network's dtype, cov None.
-
-        Shapes
-        ------
-        y (B, T, n_y), u (B, T, n_u) -> mean (B, T, n_x)
-        """
-        y, u = check_sequences(y, u, self.model, y_dtype=self.dtype, device=self.device)
-        state = self.init(y.shape[0], x0_mean=x0_mean, x0_cov=x0_cov)
         means = [mean for mean, _ in step_through(self._step, state, y, u)]
         return FilterResult(torch.stack(means, 1), None)
 

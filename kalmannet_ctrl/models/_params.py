@@ -1,12 +1,12 @@
 """Helpers shared by the model library and the mismatch helpers: parameter checks and records.
 
-- :func:`_real`, :func:`_int` validate a library factory's scalar arguments (a
-  :class:`~kalmannet_ctrl.errors.ParameterError` that names the argument);
-- :func:`_freeze` records an array-like argument in a model's JSON-friendly ``params``;
-- :func:`_factory` binds a library function's ``dtype`` and ``device`` (a model's ``factory``);
-- :func:`_noise_parameters` (a decorator on each library function) and
-  :func:`noise_parameter_kinds` say which named parameters set a model's noise covariances, so
-  that :func:`~kalmannet_ctrl.models.misstate_noise` can keep a library model rebuildable;
+- :func:`_library_function`, the decorator of every library function: it checks the function's
+  named parameters (with :func:`_real`, :func:`_int` and the checks built on them, each raising a
+  :class:`~kalmannet_ctrl.errors.ParameterError` that names the argument), records them in the
+  model's JSON-friendly ``params`` (:func:`_freeze` for the array-likes), binds the function's
+  ``dtype`` and ``device`` as the model's ``factory`` (:func:`_factory`) and records which named
+  parameters set the noise covariances (:func:`noise_parameter_kinds`), so that
+  :func:`~kalmannet_ctrl.models.misstate_noise` can keep a library model rebuildable;
 - :func:`_selector` and ``_RESET_VAR`` are shared by the mechanical systems.
 
 The library (:mod:`kalmannet_ctrl.models.library`) and :mod:`kalmannet_ctrl.models.mismatch`
@@ -16,10 +16,11 @@ both import this module and neither imports the other.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import numbers
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 import numpy as np
 import torch
@@ -41,21 +42,33 @@ _RESET_VAR = 0.05**2 / 3.0  # variance of U(-0.05, 0.05)
 
 
 # -- noise parameters ------------------------------------------------------------------------------
-# Which entries of ``params`` set the noise covariances, per library function: name -> (kind,
-# power), where kind is "process" or "measurement" and multiplying that covariance by s multiplies
-# the parameter by s**power (power 1 for variances, 0.5 for standard deviations). Filled by
-# ``_noise_parameters`` when each library module is imported, i.e. before any of its models exists.
+class _Noise(NamedTuple):
+    """The named parameters of a library function that set its model's noise covariances.
+
+    ``process`` and ``measurement`` name those of process_cov and measurement_cov; multiplying a
+    covariance by s multiplies its parameters by s**power (``power`` 1 for variances, 0.5 for
+    standard deviations). A process-noise parameter is checked >= 0 (0: no process noise), a
+    measurement-noise one > 0 (measurement_cov is positive definite).
+    """
+
+    process: tuple[str, ...]
+    measurement: tuple[str, ...]
+    power: float
+
+    def kinds(self) -> NoiseKinds:
+        """name -> (kind, power), kind "process" or "measurement"."""
+        kinds = {name: ("process", self.power) for name in self.process}
+        return kinds | {name: ("measurement", self.power) for name in self.measurement}
+
+
+# The noise parameters of each library function (see _Noise.kinds). Filled by
+# ``_library_function`` when each library module is imported, i.e. before any of its models exists.
 _NOISE_PARAMETERS: dict[Callable[..., SystemModel], NoiseKinds] = {}
 
-
-def _noise_parameters(**kinds: tuple[str, float]) -> Callable[[_F], _F]:
-    """Decorator: record ``kinds`` (name -> (kind, power)) for a library function, unchanged."""
-
-    def register(func: _F) -> _F:
-        _NOISE_PARAMETERS[func] = kinds
-        return func
-
-    return register
+# the arguments of every library function that are not checked: recorded (the initial
+# distribution, by _freeze) or bound in the factory (dtype and device)
+_RECORDED = ("x0_mean", "x0_cov")
+_BOUND = ("dtype", "device")
 
 
 def noise_parameter_kinds(factory: Callable[..., Any]) -> dict[str, tuple[str, float]] | None:
@@ -80,7 +93,66 @@ def noise_parameter_kinds(factory: Callable[..., Any]) -> dict[str, tuple[str, f
     return _NOISE_PARAMETERS.get(func)
 
 
-# -- parameters and factories ----------------------------------------------------------------------
+# -- library functions -----------------------------------------------------------------------------
+def _library_function(
+    *,
+    noise: _Noise,
+    real: tuple[str, ...] = (),
+    positive: tuple[str, ...] = (),
+    nonnegative: tuple[str, ...] = (),
+    count: tuple[str, ...] = (),
+    choices: dict[str, tuple[str, ...]] | None = None,
+) -> Callable[[_F], _F]:
+    """Decorator of a library function: checks and records its named parameters.
+
+    Every argument but x0_mean, x0_cov, dtype and device is named once, in ``noise`` (checked as
+    :class:`_Noise` says) or in one check: ``real`` (a finite number), ``positive`` (> 0),
+    ``nonnegative`` (>= 0), ``count`` (an integer >= 1) or ``choices`` (name -> the strings
+    allowed). The decorated function checks them in the order of its signature, calls the
+    function with the checked values (floats, ints), and gives the model it returns ``params``
+    (every argument but dtype and device, x0_mean and x0_cov through :func:`_freeze`),
+    ``factory`` (the decorated function with the model's dtype and device bound) and ``name``
+    (the function's). ``noise`` is recorded for :func:`noise_parameter_kinds`.
+    """
+    checks: dict[str, Callable[[Any, str], Any]] = {
+        **dict.fromkeys(real, _real),
+        **dict.fromkeys((*positive, *noise.measurement), _positive),
+        **dict.fromkeys((*nonnegative, *noise.process), _nonnegative),
+        **dict.fromkeys(count, _count),
+        **{name: _one_of(*allowed) for name, allowed in (choices or {}).items()},
+    }
+
+    def decorate(func: _F) -> _F:
+        signature = inspect.signature(func)
+        assert sorted(checks) == sorted(set(signature.parameters) - {*_RECORDED, *_BOUND}), func
+
+        @functools.wraps(func)
+        def build(*args: Any, **kwargs: Any) -> SystemModel:
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError:
+                return func(*args, **kwargs)  # a wrong call: Python's own error
+            bound.apply_defaults()
+            values = {
+                name: checks[name](value, name) if name in checks else value
+                for name, value in bound.arguments.items()
+            }
+            model = func(**values)
+            model.params = {
+                name: _freeze(value) if name in _RECORDED else value
+                for name, value in values.items()
+                if name not in _BOUND
+            }
+            model.factory = _factory(build, values["dtype"], values["device"])
+            model.name = func.__name__
+            return model
+
+        _NOISE_PARAMETERS[build] = noise.kinds()
+        return cast(_F, build)
+
+    return decorate
+
+
 def _factory(
     func: Callable[..., SystemModel], dtype: Dtype, device: Device
 ) -> Callable[..., SystemModel]:
@@ -112,6 +184,28 @@ def _int(value: Any, name: str, *, minimum: int) -> int:
     if value < minimum:
         raise ParameterError(f"{name}: expected an integer >= {minimum}, found {value}")
     return int(value)
+
+
+def _positive(value: Any, name: str) -> float:
+    return _real(value, name, minimum=0.0, strict=True)
+
+
+def _nonnegative(value: Any, name: str) -> float:
+    return _real(value, name, minimum=0.0)
+
+
+def _count(value: Any, name: str) -> int:
+    return _int(value, name, minimum=1)
+
+
+def _one_of(*allowed: str) -> Callable[[Any, str], str]:
+    def check(value: Any, name: str) -> str:
+        if value not in allowed:
+            expected = " or ".join(repr(a) for a in allowed)
+            raise ParameterError(f"{name}: expected {expected}, found {value!r}")
+        return cast(str, value)
+
+    return check
 
 
 def _freeze(value: Any) -> Any:

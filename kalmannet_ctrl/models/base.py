@@ -12,7 +12,7 @@ Shapes are batch first: x (B, n_x), u (B, n_u), y (B, n_y); sequences (B, T, .).
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -20,9 +20,14 @@ import torch
 from torch import Tensor
 
 from .._validation import as_tensor, check_covariance, check_finite, check_positive_int, check_shape
-from ..errors import DimensionError
+from ..errors import DimensionError, ParameterError
 
 __all__ = ["NonlinearModel", "SystemModel", "Trajectory", "one_pass_jacobians", "psd_sqrt"]
+
+# SystemModel's constructor arguments, held as attributes of the same names: the sizes and what a
+# copy takes over (replace, the mismatch helpers, ResidualModel)
+_SIZES = ("n_x", "n_u", "n_y")
+_COPIED = ("process_cov", "measurement_cov", "x0_mean", "x0_cov", "dt", "params", "factory", "name")
 
 
 class Trajectory(NamedTuple):
@@ -112,9 +117,7 @@ class SystemModel(abc.ABC):
         self.n_x = check_positive_int(n_x, "n_x")
         self.n_u = check_positive_int(n_u, "n_u", minimum=0)
         self.n_y = check_positive_int(n_y, "n_y")
-        if dtype is None and isinstance(process_cov, Tensor):
-            dtype = process_cov.dtype
-        dtype = dtype or torch.float64
+        dtype = _default_dtype(process_cov, dtype)
         self.process_cov = as_tensor(process_cov, "process_cov", dtype=dtype, device=device)
         device = self.process_cov.device
         self.measurement_cov = as_tensor(
@@ -242,16 +245,16 @@ class SystemModel(abc.ABC):
         return False
 
     def _constructor_args(self) -> dict[str, Any]:
-        return {
-            "process_cov": self.process_cov,
-            "measurement_cov": self.measurement_cov,
-            "x0_mean": self.x0_mean,
-            "x0_cov": self.x0_cov,
-            "dt": self.dt,
-            "params": self.params,
-            "factory": self.factory,
-            "name": self.name,
-        }
+        """The arguments that rebuild this model as ``type(self)(**args)`` (see :meth:`replace`)."""
+        return {name: getattr(self, name) for name in _COPIED}
+
+    def _system_args(self, **changes: Any) -> dict[str, Any]:
+        """SystemModel's constructor arguments as this model holds them, with ``changes``.
+
+        The sizes, covariances, x_0 distribution, dt, params, factory and name: what a model built
+        from this one (a rotated copy, a residual model around it) takes over.
+        """
+        return {name: getattr(self, name) for name in (*_SIZES, *_COPIED)} | changes
 
     def replace(self, **changes: Any) -> SystemModel:
         """A copy of this model with some constructor arguments changed.
@@ -286,13 +289,18 @@ class SystemModel(abc.ABC):
                 f"with_params: {self.name} was not built from named parameters; "
                 "build it with a function of kalmannet_ctrl.models.library"
             )
-        unknown = sorted(set(values) - set(self.params))
+        self._check_param_names(values, "with_params")
+        return self.factory(**{**self.params, **values})
+
+    def _check_param_names(self, names: Iterable[str], caller: str) -> None:
+        """Raise :class:`~kalmannet_ctrl.errors.ParameterError` (a ValueError) for the ``names``
+        that are not entries of ``params``; ``caller`` begins the message."""
+        unknown = sorted(set(names) - set(self.params))
         if unknown:
-            raise ValueError(
-                f"with_params: unknown parameter(s) {unknown} for {self.name}; "
+            raise ParameterError(
+                f"{caller}: unknown parameter(s) {unknown} for {self.name!r}; "
                 f"expected some of {sorted(self.params)}"
             )
-        return self.factory(**{**self.params, **values})
 
     def __repr__(self) -> str:
         extra = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
@@ -471,46 +479,35 @@ class NonlinearModel(SystemModel):
         f_and_jacobians: Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]] | None = None,
         **kwargs: Any,
     ) -> None:
-        for name, fn in (
-            ("f", f),
-            ("h", h),
-            ("f_jacobian", f_jacobian),
-            ("h_jacobian", h_jacobian),
-            ("input_jacobian", input_jacobian),
-            ("f_and_jacobians", f_and_jacobians),
-        ):
+        fns = _Functions(f, h, f_jacobian, h_jacobian, input_jacobian, f_and_jacobians)
+        for name, fn in fns._asdict().items():
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name}: expected a callable, found {type(fn).__name__}")
         super().__init__(n_x=n_x, n_u=n_u, n_y=n_y, **kwargs)
-        self._f = f
-        self._h = h
-        self._f_jac = f_jacobian
-        self._h_jac = h_jacobian
-        self._u_jac = input_jacobian
-        self._f_and_jacs = f_and_jacobians
+        self._fns = fns
 
     def f(self, x: Tensor, u: Tensor | None = None) -> Tensor:
-        return self._f(x, self._input(u, x))
+        return self._fns.f(x, self._input(u, x))
 
     def h(self, x: Tensor) -> Tensor:
-        return self._h(x)
+        return self._fns.h(x)
 
     def rollout_step(self, dtype: torch.dtype | None = None) -> Callable[[Tensor, Tensor], Tensor]:
-        return self._f
+        return self._fns.f
 
     def f_jacobian(self, x: Tensor, u: Tensor | None = None) -> Tensor:
-        if self._f_jac is not None:
-            return self._f_jac(x, self._input(u, x))
+        if self._fns.f_jacobian is not None:
+            return self._fns.f_jacobian(x, self._input(u, x))
         return super().f_jacobian(x, u)
 
     def h_jacobian(self, x: Tensor) -> Tensor:
-        if self._h_jac is not None:
-            return self._h_jac(x)
+        if self._fns.h_jacobian is not None:
+            return self._fns.h_jacobian(x)
         return super().h_jacobian(x)
 
     def input_jacobian(self, x: Tensor, u: Tensor | None = None) -> Tensor:
-        if self._u_jac is not None:
-            return self._u_jac(x, self._input(u, x))
+        if self._fns.input_jacobian is not None:
+            return self._fns.input_jacobian(x, self._input(u, x))
         return super().input_jacobian(x, u)
 
     def f_and_jacobians(self, x: Tensor, u: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -521,23 +518,23 @@ class NonlinearModel(SystemModel):
         x : (B, n_x), u : (B, n_u) or None -> ((B, n_x), (B, n_x, n_x), (B, n_x, n_u))
         """
         u = self._input(u, x)
-        if self._f_and_jacs is not None:
-            return self._f_and_jacs(x, u)
+        if self._fns.f_and_jacobians is not None:
+            return self._fns.f_and_jacobians(x, u)
         return self.f(x, u), self.f_jacobian(x, u), self.input_jacobian(x, u)
 
     def _constructor_args(self) -> dict[str, Any]:
-        return {
-            "f": self._f,
-            "h": self._h,
-            "n_x": self.n_x,
-            "n_y": self.n_y,
-            "n_u": self.n_u,
-            "f_jacobian": self._f_jac,
-            "h_jacobian": self._h_jac,
-            "input_jacobian": self._u_jac,
-            "f_and_jacobians": self._f_and_jacs,
-            **super()._constructor_args(),
-        }
+        return {**self._fns._asdict(), **self._system_args()}
+
+
+class _Functions(NamedTuple):
+    """The callables of a :class:`NonlinearModel`, named as its constructor's arguments."""
+
+    f: Callable[[Tensor, Tensor], Tensor]
+    h: Callable[[Tensor], Tensor]
+    f_jacobian: Callable[[Tensor, Tensor], Tensor] | None
+    h_jacobian: Callable[[Tensor], Tensor] | None
+    input_jacobian: Callable[[Tensor, Tensor], Tensor] | None
+    f_and_jacobians: Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]] | None
 
 
 def one_pass_jacobians(
@@ -557,6 +554,13 @@ def one_pass_jacobians(
     if method is None or method is SystemModel.f_and_jacobians:
         return None
     # a NonlinearModel has one only when it was given one
-    if method is NonlinearModel.f_and_jacobians and getattr(model, "_f_and_jacs", None) is None:
+    if method is NonlinearModel.f_and_jacobians and model._fns.f_and_jacobians is None:
         return None
     return model.f_and_jacobians
+
+
+def _default_dtype(value: Any, dtype: torch.dtype | None) -> torch.dtype:
+    """``dtype`` if given, else that of ``value`` when it is a tensor, else float64."""
+    if dtype is None and isinstance(value, Tensor):
+        dtype = value.dtype
+    return dtype or torch.float64

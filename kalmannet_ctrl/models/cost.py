@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from .._validation import as_tensor, check_covariance, check_square
+from .base import _default_dtype
 
 __all__ = ["QuadraticCost"]
 
@@ -44,9 +45,7 @@ class QuadraticCost:
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
-        if dtype is None and isinstance(Q, Tensor):
-            dtype = Q.dtype
-        dtype = dtype or torch.float64
+        dtype = _default_dtype(Q, dtype)
         self.Q = as_tensor(Q, "Q", dtype=dtype, device=device)
         self.R = as_tensor(R, "R", dtype=dtype, device=self.Q.device)
         self.n_x = check_square(self.Q, "Q")

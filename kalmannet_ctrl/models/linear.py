@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .._validation import as_tensor, check_finite, check_shape
 from ..errors import DimensionError
-from .base import SystemModel
+from .base import SystemModel, _default_dtype
 
 __all__ = ["LinearGaussianModel"]
 
@@ -72,9 +72,7 @@ class LinearGaussianModel(SystemModel):
         device: torch.device | str | None = None,
         **kwargs: Any,
     ) -> None:
-        if dtype is None and isinstance(A, Tensor):
-            dtype = A.dtype
-        dtype = dtype or torch.float64
+        dtype = _default_dtype(A, dtype)
         A = as_tensor(A, "A", dtype=dtype, device=device)
         device = A.device
         if A.dim() != 2 or A.shape[0] != A.shape[1]:

@@ -90,27 +90,8 @@ def rotate_dynamics(
         else:
             A, B = model.A @ R, model.B
         return model.replace(A=A, B=B if model.n_u > 0 else None, params=params, factory=None)
-
-    base = model
-    if side == "left":
-
-        def f(x: Tensor, u: Tensor) -> Tensor:
-            return base.f(x, u) @ R.mT
-
-        def f_jac(x: Tensor, u: Tensor) -> Tensor:
-            return R @ base.f_jacobian(x, u)
-
-    else:
-
-        def f(x: Tensor, u: Tensor) -> Tensor:
-            return base.f(x @ R.mT, u)
-
-        def f_jac(x: Tensor, u: Tensor) -> Tensor:
-            return base.f_jacobian(x @ R.mT, u) @ R
-
-    return _nonlinear_copy(
-        model, f=f, h=model.h, f_jac=f_jac, h_jac=model.h_jacobian, params=params
-    )
+    f, f_jac = _rotated(model.f, model.f_jacobian, R, side)
+    return _nonlinear_copy(model, params, f=f, f_jacobian=f_jac)
 
 
 def rotate_measurement(
@@ -165,27 +146,8 @@ def rotate_measurement(
     if isinstance(model, LinearGaussianModel):
         C = R @ model.C if side == "left" else model.C @ R
         return model.replace(C=C, params=params, factory=None)
-
-    base = model
-    if side == "left":
-
-        def h(x: Tensor) -> Tensor:
-            return base.h(x) @ R.mT
-
-        def h_jac(x: Tensor) -> Tensor:
-            return R @ base.h_jacobian(x)
-
-    else:
-
-        def h(x: Tensor) -> Tensor:
-            return base.h(x @ R.mT)
-
-        def h_jac(x: Tensor) -> Tensor:
-            return base.h_jacobian(x @ R.mT) @ R
-
-    return _nonlinear_copy(
-        model, f=model.f, h=h, f_jac=model.f_jacobian, h_jac=h_jac, params=params
-    )
+    h, h_jac = _rotated(model.h, model.h_jacobian, R, side)
+    return _nonlinear_copy(model, params, h=h, h_jacobian=h_jac)
 
 
 def scale_parameters(model: SystemModel, **factors: float) -> SystemModel:
@@ -357,12 +319,7 @@ def _check_rebuildable(model: SystemModel, caller: str, names: dict[str, Any]) -
             "(rotated and linearized-without-factory models have none); build it with "
             "kalmannet_ctrl.models.library and apply this before any rotation"
         )
-    unknown = sorted(set(names) - set(model.params))
-    if unknown:
-        raise ParameterError(
-            f"{caller}: unknown parameter(s) {unknown} for {model.name!r}; "
-            f"expected some of {sorted(model.params)}"
-        )
+    model._check_param_names(names, caller)
 
 
 def _record_rotation(
@@ -380,29 +337,48 @@ def _record_rotation(
     return params
 
 
+def _rotated(
+    fn: Callable[..., Tensor], jac: Callable[..., Tensor], R: Tensor, side: Side
+) -> tuple[Callable[..., Tensor], Callable[..., Tensor]]:
+    """``fn`` (f or h) and its Jacobian ``jac`` composed with the rotation ``R``.
+
+    Left: fn'(x, ...) = R fn(x, ...), jac' = R jac; right: fn'(x, ...) = fn(R x, ...),
+    jac'(x, ...) = jac(R x, ...) R. The further arguments (f's u) are passed through.
+
+    Shapes
+    ------
+    x : (B, n_x) -> fn' (B, n), jac' (B, n, n_x); R : (n, n) for side="left", (n_x, n_x) for
+    side="right"
+    """
+    if side == "left":
+
+        def rotated(x: Tensor, *rest: Tensor) -> Tensor:
+            return fn(x, *rest) @ R.mT
+
+        def rotated_jac(x: Tensor, *rest: Tensor) -> Tensor:
+            return R @ jac(x, *rest)
+
+    else:
+
+        def rotated(x: Tensor, *rest: Tensor) -> Tensor:
+            return fn(x @ R.mT, *rest)
+
+        def rotated_jac(x: Tensor, *rest: Tensor) -> Tensor:
+            return jac(x @ R.mT, *rest) @ R
+
+    return rotated, rotated_jac
+
+
 def _nonlinear_copy(
-    model: SystemModel,
-    *,
-    f: Callable[[Tensor, Tensor], Tensor],
-    h: Callable[[Tensor], Tensor],
-    f_jac: Callable[[Tensor, Tensor], Tensor],
-    h_jac: Callable[[Tensor], Tensor],
-    params: dict[str, Any],
+    model: SystemModel, params: dict[str, Any], **functions: Callable[..., Tensor]
 ) -> NonlinearModel:
-    return NonlinearModel(
-        f,
-        h,
-        n_x=model.n_x,
-        n_y=model.n_y,
-        n_u=model.n_u,
-        f_jacobian=f_jac,
-        h_jacobian=h_jac,
-        process_cov=model.process_cov,
-        measurement_cov=model.measurement_cov,
-        x0_mean=model.x0_mean,
-        x0_cov=model.x0_cov,
-        dt=model.dt,
-        params=params,
-        factory=None,
-        name=model.name,
-    )
+    """A NonlinearModel with ``model``'s f, h, Jacobians, noise, x_0 distribution and dt, the
+    ``functions`` given (f and f_jacobian, or h and h_jacobian) instead, ``params`` and no
+    factory."""
+    own = {
+        "f": model.f,
+        "f_jacobian": model.f_jacobian,
+        "h": model.h,
+        "h_jacobian": model.h_jacobian,
+    }
+    return NonlinearModel(**(own | functions), **model._system_args(params=params, factory=None))

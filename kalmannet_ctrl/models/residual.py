@@ -21,22 +21,9 @@ from torch import Tensor, nn
 from .._validation import as_tensor, check_finite, check_positive_int, check_shape
 from ..errors import CheckpointError, DimensionError, ParameterError
 from ._residual_net import _ACTIVATIONS, _InferenceWeights
-from .base import SystemModel
+from .base import _COPIED, SystemModel
 
 __all__ = ["ResidualModel"]
-
-
-# entries of SystemModel's constructor that replace() forwards to the nominal model
-_NOMINAL_ARGS = (
-    "process_cov",
-    "measurement_cov",
-    "x0_mean",
-    "x0_cov",
-    "dt",
-    "params",
-    "factory",
-    "name",
-)
 
 
 class ResidualModel(SystemModel, nn.Module):
@@ -92,9 +79,10 @@ class ResidualModel(SystemModel, nn.Module):
     Device and dtype are the nominal model's; ``.to()`` would move the network only, so build
     the nominal model on the target device instead and keep float64. :meth:`f` does no argument
     validation (it runs inside MPC's inner loop); :meth:`set_normalization` and the training
-    functions check their inputs. The Jacobians are exact and batched: the nominal model's plus
-    the network's, computed by forward-mode through the layers (:meth:`f_and_jacobians` gives
-    f, df/dx and df/du in one pass).
+    functions check their inputs. The Jacobians df̂/dx (:meth:`f_jacobian`) and df̂/du
+    (:meth:`input_jacobian`) are exact and batched: the nominal model's plus the network's,
+    computed by forward-mode through the layers (:meth:`f_and_jacobians` gives f, df/dx and
+    df/du in one pass).
 
     Shapes
     ------
@@ -147,20 +135,7 @@ class ResidualModel(SystemModel, nn.Module):
                 f"generator: expected a torch.Generator or None, found {type(generator).__name__}"
             )
         SystemModel.__init__(
-            self,
-            n_x=nominal.n_x,
-            n_u=nominal.n_u,
-            n_y=nominal.n_y,
-            process_cov=nominal.process_cov,
-            measurement_cov=nominal.measurement_cov,
-            x0_mean=nominal.x0_mean,
-            x0_cov=nominal.x0_cov,
-            dt=nominal.dt,
-            params=nominal.params,
-            factory=None,
-            dtype=nominal.dtype,
-            device=nominal.device,
-            name=f"residual({nominal.name})",
+            self, **nominal._system_args(factory=None, name=f"residual({nominal.name})")
         )
         self.nominal = nominal
         if nominal_check is not None:
@@ -378,23 +353,12 @@ class ResidualModel(SystemModel, nn.Module):
         """
         return self.nominal.h_jacobian(x)
 
+    # exact df̂/dx and df̂/du: documented by SystemModel and by the Notes of the class docstring
     def f_jacobian(self, x: Tensor, u: Tensor | None = None) -> Tensor:
-        """Exact df̂/dx: the nominal model's plus the network's.
-
-        Shapes
-        ------
-        x : (B, n_x), u : (B, n_u) or None -> (B, n_x, n_x)
-        """
         u = self._input(u, x)
         return self.nominal.f_jacobian(x, u) + self._residual_jacobians(x, u)[1]
 
     def input_jacobian(self, x: Tensor, u: Tensor | None = None) -> Tensor:
-        """Exact df̂/du: the nominal model's plus the network's.
-
-        Shapes
-        ------
-        x : (B, n_x), u : (B, n_u) or None -> (B, n_x, n_u)
-        """
         u = self._input(u, x)
         return self.nominal.input_jacobian(x, u) + self._residual_jacobians(x, u)[2]
 
@@ -538,11 +502,12 @@ class ResidualModel(SystemModel, nn.Module):
         ------
         changes : as in :meth:`SystemModel.replace` -> ResidualModel of the same dimensions
         """
-        unknown = sorted(set(changes) - set(_NOMINAL_ARGS))
+        # the arguments SystemModel's replace takes for every model (what the nominal one holds)
+        unknown = sorted(set(changes) - set(_COPIED))
         if unknown:
             raise TypeError(
                 f"replace: unknown argument(s) {unknown} for ResidualModel; "
-                f"expected some of {sorted(_NOMINAL_ARGS)}"
+                f"expected some of {sorted(_COPIED)}"
             )
         cfg = self.config()
         del cfg["nominal_check"]

@@ -22,13 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._docstrings import fill
 from .._validation import check_positive_float, check_positive_int
-from ..controllers.base import (
-    BaseController,
-    as_observation_batch,
-    episode_start_mask,
-    resume_state,
-)
+from ..controllers._docs import BASE_SHAPES
+from ..controllers.base import BaseController, delegated
 from ..errors import DimensionError, ParameterError
 from ..estimators.base import Estimator
 from ..models.base import SystemModel
@@ -112,6 +109,7 @@ def _history_n_y(
     return n_y, angles
 
 
+@fill(base_shapes=BASE_SHAPES)
 class RLController(BaseController):
     """A trained Stable-Baselines3 policy on the controller base, fed raw measurements.
 
@@ -169,9 +167,7 @@ class RLController(BaseController):
 
     Shapes
     ------
-    predict: observation (n_y,) or (B, n_y) -> action (n_u,) or (B, n_u);
-    step: y (B, n_y) -> u (B, n_u) (see :class:`~kalmannet_ctrl.controllers.base.BaseController`
-    for ``predict``, ``step``, ``estimate`` and their errors)
+    %(base_shapes)s
 
     Raises
     ------
@@ -249,20 +245,11 @@ class RLController(BaseController):
         self.metadata: dict[str, Any] = dict(metadata or {})
 
     # -- dimensions and capabilities ---------------------------------------------------------------
-    @property
-    def observation(self) -> str:
-        """The observation mode, ``"measurement"`` or ``"estimate"``."""
-        return self.policy_input.mode
-
-    @property
-    def n_y(self) -> int:
-        """Size of one raw measurement."""
-        return self.policy_input.n_y
-
-    @property
-    def n_u(self) -> int:
-        """Size of one action."""
-        return self.policy_input.n_u
+    observation = delegated(
+        "policy_input", "mode", 'The observation mode, ``"measurement"`` or ``"estimate"``.'
+    )
+    n_y = delegated("policy_input", "n_y", "Size of one raw measurement.")
+    n_u = delegated("policy_input", "n_u", "Size of one action.")
 
     @property  # type: ignore[override]
     def accepts_missing(self) -> bool:
@@ -324,17 +311,9 @@ class RLController(BaseController):
         ------
         observation (n_y,) or (B, n_y) -> (B, size) float32
         """
-        obs = as_observation_batch(
-            observation,
-            self.n_y,
-            dtype=self.dtype,
-            device=self.device,
-            allow_nan_rows=self.accepts_missing,
-        )
-        B = obs.value.shape[0]
-        mask = episode_start_mask(episode_start, B, device=self.device)
-        state = resume_state(state, RLState, B, mask, self.init, self.reset_rows)
-        features, state = self.policy_input.step(state, obs.value)
+        y = self._observation_batch(observation).value
+        state, _ = self._resume(state, y, episode_start)
+        features, state = self.policy_input.step(state, y)
         return self._normalize(features), state
 
     # -- save / load -------------------------------------------------------------------------------
@@ -370,6 +349,7 @@ class RLController(BaseController):
         return persistence.read_sidecar(path)
 
     @classmethod
+    @fill(load_raises=persistence.LOAD_RAISES)
     def load(
         cls,
         path: str | os.PathLike[str],
@@ -400,12 +380,7 @@ class RLController(BaseController):
 
         Raises
         ------
-        CheckpointError
-            If a file is missing, truncated or foreign, or does not fit the recorded settings.
-        TypeError
-            If an ``"estimate"`` policy gets neither the estimator it needs nor a nominal model.
-        MissingDependencyError
-            If Stable-Baselines3 is not installed.
+        %(load_raises)s
         """
         return persistence.load(cls, path, model, estimator=estimator, device=device)
 

@@ -26,6 +26,7 @@ from ..models.base import SystemModel
 
 __all__ = [
     "OBSERVATION_MODES",
+    "SETTING_TYPES",
     "PolicyObservation",
     "RLState",
     "angle_features",
@@ -37,6 +38,17 @@ __all__ = [
 #: The observation modes of a policy: ``"measurement"`` (the last ``history`` measurements,
 #: optionally with the actions before them) or ``"estimate"`` (x̂_{t|t} of an estimator).
 OBSERVATION_MODES: tuple[str, ...] = ("measurement", "estimate")
+
+#: The settings of a :class:`PolicyObservation` kept as attributes of the same name, besides its
+#: mode and angles, with their types: what :meth:`PolicyObservation.config` writes and a saved
+#: controller's sidecar is checked for.
+SETTING_TYPES: dict[str, type] = {
+    "n_y": int,
+    "n_u": int,
+    "history": int,
+    "include_actions": bool,
+    "include_covariance": bool,
+}
 
 
 def default_estimator(model: SystemModel, process_cov_scale: float = 1.0) -> Estimator:
@@ -320,16 +332,10 @@ class PolicyObservation:
         return angle_features(values, self.angles)
 
     def config(self) -> dict[str, Any]:
-        """The JSON-able settings (the estimator excepted)."""
-        return {
-            "observation": self.mode,
-            "n_y": self.n_y,
-            "n_u": self.n_u,
-            "history": self.history,
-            "include_actions": self.include_actions,
-            "include_covariance": self.include_covariance,
-            "angles": list(self.angles),
-        }
+        """The JSON-able settings (the estimator excepted): ``observation`` (the mode), those of
+        :data:`SETTING_TYPES` and ``angles`` (a list)."""
+        settings = {name: getattr(self, name) for name in SETTING_TYPES}
+        return {"observation": self.mode, **settings, "angles": list(self.angles)}
 
     def init(self, batch_size: int) -> RLState:
         """The state before an episode's first measurement.

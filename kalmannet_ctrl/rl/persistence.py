@@ -24,12 +24,13 @@ from gymnasium.vector import VectorEnv
 
 from kalmannet_ctrl.envs import PartiallyKnownEnv, PartiallyKnownVectorEnv
 
+from .._docstrings import fill
 from .._io import atomic_path, atomic_write_text
 from ..errors import CheckpointError, DimensionError, ParameterError
 from ..estimators.base import Estimator
 from ..models.base import SystemModel
 from ._deps import require_sb3
-from .observations import OBSERVATION_MODES
+from .observations import OBSERVATION_MODES, SETTING_TYPES
 
 if TYPE_CHECKING:
     from .controller import RLController
@@ -41,15 +42,12 @@ FORMAT = "kalmannet_ctrl.rl/1"
 #: The Stable-Baselines3 algorithms a sidecar may name.
 ALGORITHMS: tuple[str, ...] = ("PPO", "SAC", "TD3", "DDPG", "A2C")
 
+#: The entries every sidecar has, and their types.
 _SIDECAR_KEYS = {
     "format": str,
     "algo": str,
     "observation": str,
-    "n_y": int,
-    "n_u": int,
-    "history": int,
-    "include_actions": bool,
-    "include_covariance": bool,
+    **SETTING_TYPES,
     "metadata": dict,
 }
 
@@ -226,6 +224,18 @@ def _rebuild_nominal(config: dict[str, Any], model: Any, estimator: Any) -> Syst
     return nominal
 
 
+#: The Raises entries of :func:`load` (and :meth:`RLController.load`).
+LOAD_RAISES = """
+CheckpointError
+    If a file is missing, truncated or foreign, or does not fit the recorded settings.
+TypeError
+    If an ``"estimate"`` policy gets neither the estimator it needs nor a nominal model.
+MissingDependencyError
+    If Stable-Baselines3 is not installed.
+"""
+
+
+@fill(load_raises=LOAD_RAISES)
 def load(
     cls: type[RLController],
     path: str | os.PathLike[str],
@@ -239,12 +249,7 @@ def load(
 
     Raises
     ------
-    CheckpointError
-        If a file is missing, truncated or foreign, or does not fit the recorded settings.
-    TypeError
-        If an ``"estimate"`` policy gets neither the estimator it needs nor a nominal model.
-    MissingDependencyError
-        If Stable-Baselines3 is not installed.
+    %(load_raises)s
     """
     sb3 = require_sb3()
     zip_path = paths(path)[0]

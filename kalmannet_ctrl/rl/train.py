@@ -36,6 +36,9 @@ from .wrappers import EstimateObservation, MeasurementHistory, declared_angles
 
 __all__ = ["train_rl"]
 
+#: The fields of a :class:`_Plan` its record repeats: algorithm, env, seed, copies.
+_RECORDED: tuple[str, ...] = ("algo", "env_id", "seed", "n_envs")
+
 
 @dataclass(frozen=True)
 class _Plan:
@@ -70,14 +73,10 @@ class _Plan:
         return float(self.meta.get("estimator_process_cov_scale", 1.0))
 
     def record(self) -> dict[str, Any]:
-        """What the run was: algorithm, env, seed, copies, hyperparameters as used (JSON-able)."""
-        return {
-            "algo": self.algo,
-            "env_id": self.env_id,
-            "seed": self.seed,
-            "n_envs": self.n_envs,
-            "hyperparams": _jsonable({**self.ctor, **self.meta}),
-        }
+        """What the run was: the fields of :data:`_RECORDED` and the hyperparameters as used
+        (JSON-able)."""
+        recorded = {name: getattr(self, name) for name in _RECORDED}
+        return {**recorded, "hyperparams": _jsonable({**self.ctor, **self.meta})}
 
 
 @dataclass(frozen=True)

@@ -58,14 +58,37 @@ def _box_size(space: Any, name: str) -> int:
     return int(space.shape[0])
 
 
+def _env_estimator(env: Any) -> Estimator:
+    """:func:`default_estimator` of the env's nominal model (TypeError naming ``estimator``
+    for an env that is not a :class:`~kalmannet_ctrl.envs.PartiallyKnownEnv`)."""
+    if not isinstance(env.unwrapped, PartiallyKnownEnv):
+        raise TypeError(
+            "estimator: the env has no unwrapped.nominal_model to build the default "
+            f"estimator on ({type(env.unwrapped).__name__}); pass an estimator"
+        )
+    return default_estimator(env.unwrapped.nominal_model)
+
+
 class _PolicyInputWrapper(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray]):
     """Runs a :class:`PolicyObservation` on the measurements and the applied (clipped) actions.
 
-    The state restarts at every ``reset``; ``info["measurement"]`` holds the raw y_t and
-    ``info["state"]`` (the true state) passes through.
+    The policy input of mode ``observation`` is built for ``env``: its sizes from the env's flat
+    Box spaces, its ``angles`` the env's declaration when None, and in ``"estimate"`` mode
+    without an ``estimator`` the default one of the env's nominal model; ``settings`` are the
+    mode's other keywords. The state restarts at every ``reset``; ``info["measurement"]`` holds
+    the raw y_t and ``info["state"]`` (the true state) passes through.
     """
 
-    def __init__(self, env: gym.Env, policy_input: PolicyObservation) -> None:
+    def __init__(
+        self, env: gym.Env, observation: str, angles: Iterable[int] | None, **settings: Any
+    ) -> None:
+        n_y = _box_size(env.observation_space, "observation")
+        n_u = _box_size(env.action_space, "action")
+        if observation == "estimate" and settings.get("estimator") is None:
+            settings["estimator"] = _env_estimator(env)
+        if angles is None:
+            angles = declared_angles(env, observation)
+        policy_input = PolicyObservation(observation, n_y=n_y, n_u=n_u, angles=angles, **settings)
         super().__init__(env)
         self.policy_input = policy_input
         self.observation_space = spaces.Box(
@@ -177,29 +200,10 @@ class EstimateObservation(_PolicyInputWrapper, gym.utils.RecordConstructorArgs):
         gym.utils.RecordConstructorArgs.__init__(
             self, estimator=estimator, include_covariance=include_covariance, angles=angles
         )
-        n_y = _box_size(env.observation_space, "observation")
-        n_u = _box_size(env.action_space, "action")
-        if estimator is None:
-            if not isinstance(env.unwrapped, PartiallyKnownEnv):
-                raise TypeError(
-                    "estimator: the env has no unwrapped.nominal_model to build the default "
-                    f"estimator on ({type(env.unwrapped).__name__}); pass an estimator"
-                )
-            estimator = default_estimator(env.unwrapped.nominal_model)
-        if angles is None:
-            angles = declared_angles(env, "estimate")
-        self.estimator = estimator
         super().__init__(
-            env,
-            PolicyObservation(
-                "estimate",
-                n_y=n_y,
-                n_u=n_u,
-                estimator=estimator,
-                include_covariance=include_covariance,
-                angles=angles,
-            ),
+            env, "estimate", angles, estimator=estimator, include_covariance=include_covariance
         )
+        self.estimator = self.policy_input.estimator
 
 
 class MeasurementHistory(_PolicyInputWrapper, gym.utils.RecordConstructorArgs):
@@ -261,20 +265,8 @@ class MeasurementHistory(_PolicyInputWrapper, gym.utils.RecordConstructorArgs):
         gym.utils.RecordConstructorArgs.__init__(
             self, length=length, include_actions=include_actions, angles=angles
         )
-        if angles is None:
-            angles = declared_angles(env, "measurement")
-        n_y = _box_size(env.observation_space, "observation")
-        n_u = _box_size(env.action_space, "action")
         super().__init__(
-            env,
-            PolicyObservation(
-                "measurement",
-                n_y=n_y,
-                n_u=n_u,
-                history=length,
-                include_actions=include_actions,
-                angles=angles,
-            ),
+            env, "measurement", angles, history=length, include_actions=include_actions
         )
 
     @property

@@ -402,3 +402,4 @@ def test_vector_env_describes_its_task_like_the_single_env(env_id: str) -> None:
     np.testing.assert_array_equal(
         envs.succeeded(states, lengths, failed), single.succeeded(states, lengths, failed)
     )
+

@@ -9,7 +9,7 @@ import torch
 
 import kalmannet_ctrl.envs  # noqa: F401  (registers the environments)
 from kalmannet_ctrl.controllers import LQG, analytic_average_cost
-from kalmannet_ctrl.envs import LinearSystemEnv, LinearSystemVectorEnv
+from kalmannet_ctrl.envs import LinearSystemEnv, LinearSystemVectorEnv, PartiallyKnownVectorEnv
 from kalmannet_ctrl.envs.linear_system import default_linear_system
 from kalmannet_ctrl.errors import DimensionError, ParameterError
 from kalmannet_ctrl.models import LinearGaussianModel, QuadraticCost, rotation_matrix
@@ -139,3 +139,11 @@ def test_lqg_reaches_the_analytic_average_cost() -> None:
     )
     assert nominal_cost > 1.3 * oracle_cost
     assert nominal_mean - oracle_mean > 5 * np.hypot(oracle_se, nominal_se)
+
+
+def test_a_vector_env_without_its_env_class_says_how_to_declare_it():
+    class Undeclared(PartiallyKnownVectorEnv):
+        pass
+
+    with pytest.raises(TypeError, match="env_class=MyEnv"):
+        Undeclared(2)

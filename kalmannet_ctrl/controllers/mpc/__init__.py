@@ -12,7 +12,7 @@ from .ltv import LTV
 from .mppi import MPPI
 from .problem import MPC, MPCSolution, MPCState, PlanWeights
 from .qp import QP
-from .solver import Plan, Setup, Solver
+from .solver import Plan, PlanRequest, Setup, Solver
 
 __all__ = [
     "LTV",
@@ -22,6 +22,7 @@ __all__ = [
     "MPCSolution",
     "MPCState",
     "Plan",
+    "PlanRequest",
     "PlanWeights",
     "Setup",
     "Solver",

@@ -16,7 +16,7 @@ from ...models.base import SystemModel
 from ...models.cost import QuadraticCost
 from ...models.linear import LinearGaussianModel
 from ...models.linearize import linearize
-from .._inputs import check_cost
+from .._inputs import check_cost, check_cost_type
 from ..lqr import LQR
 from .ltv import LTV
 from .mppi import MPPI
@@ -36,8 +36,7 @@ def check_model_and_cost(model: Any, cost: Any) -> None:
     """
     if not isinstance(model, SystemModel):
         raise TypeError(f"model: expected a SystemModel, found {type(model).__name__}")
-    if not isinstance(cost, QuadraticCost):
-        raise TypeError(f"cost: expected a QuadraticCost(Q, R), found {type(cost).__name__}")
+    check_cost_type(cost)
     if model.n_u == 0:
         raise DimensionError("model: MPC needs a model with inputs (n_u >= 1), found n_u = 0")
     check_cost(cost, model)

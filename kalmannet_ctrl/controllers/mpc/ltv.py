@@ -12,7 +12,7 @@ from ..._validation import check_positive_int
 from ...models.base import one_pass_jacobians
 from ...models.linear import LinearGaussianModel
 from ._boxqp import solve_box_qp
-from .solver import Plan, Setup, Solver, finite, warn_unconverged
+from .solver import Plan, PlanRequest, Setup, Solver, finite, warn_unconverged
 
 if TYPE_CHECKING:
     from .problem import MPC
@@ -130,21 +130,14 @@ class LTVSetup(Setup):
             traj[fresh] = problem.rollout(xhat[fresh], warm[fresh])
         return traj
 
-    def plan(
-        self,
-        x0: Tensor,
-        warm: Tensor,
-        trajectory: Tensor | None,
-        *,
-        deterministic: bool,
-        generator: torch.Generator | None,
-    ) -> Plan:
+    def plan(self, request: PlanRequest) -> Plan:
         """Gauss-Newton SQP iterations in multiple-shooting form.
 
-        Linearization points X (X[:, 0] = x_0; the rollout of ``warm`` when None) need not
-        follow the model: the defects f(x̄_k, ū_k) − x̄_{k+1} enter the linearized dynamics,
-        so one batched evaluation of f and its Jacobians at the H points replaces a sequential
-        rollout. ``deterministic`` and ``generator`` are not used.
+        Linearization points X (X[:, 0] = x_0; ``request.trajectory``, or the rollout of
+        ``warm`` when None) need not follow the model: the defects f(x̄_k, ū_k) − x̄_{k+1}
+        enter the linearized dynamics, so one batched evaluation of f and its Jacobians at the
+        H points replaces a sequential rollout. ``deterministic`` and ``generator`` are not
+        used.
 
         Shapes
         ------
@@ -152,6 +145,7 @@ class LTVSetup(Setup):
         trajectory (B, H + 1, n_x)
         """
         problem = self.problem
+        x0, warm, trajectory = request.x0, request.warm, request.trajectory
         X = problem.rollout(x0, warm) if trajectory is None else trajectory
         B, Hh, m = warm.shape
         n = problem.n_x

@@ -12,7 +12,7 @@ from torch import Tensor
 from ..._validation import as_tensor, check_positive_float, check_positive_int, shape_str
 from ...errors import DimensionError, ParameterError
 from ...models.base import SystemModel
-from .solver import Plan, Setup, Solver, finite
+from .solver import Plan, PlanRequest, Setup, Solver, finite
 
 if TYPE_CHECKING:
     from .problem import MPC
@@ -196,25 +196,19 @@ class MPPISetup(Setup):
         else:
             self.generator = solver.generator
 
-    def plan(
-        self,
-        x0: Tensor,
-        warm: Tensor,
-        trajectory: Tensor | None,
-        *,
-        deterministic: bool,
-        generator: torch.Generator | None,
-    ) -> Plan:
-        """``iterations`` MPPI updates of the mean plan from ``warm`` (``trajectory`` is not
-        used); the action is the mean plan's first input or, with ``deterministic=False``, the
-        first input of a sequence drawn with the last update's weights.
+    def plan(self, request: PlanRequest) -> Plan:
+        """``iterations`` MPPI updates of the mean plan from ``request.warm`` (its
+        ``trajectory`` is not used); the action is the mean plan's first input or, with
+        ``deterministic=False``, the first input of a sequence drawn with the last update's
+        weights.
 
         Shapes
         ------
         x0 (B, n_x), warm (B, H, n_u) -> plan (B, H, n_u), u (B, n_u)
         """
         problem, solver = self.problem, self.solver
-        generator = generator or self.generator
+        x0, warm = request.x0, request.warm
+        generator = request.generator or self.generator
         B, Hh, m = warm.shape
         K = solver.samples
         dtype, rdtype = problem.dtype, self.rollout_dtype
@@ -228,7 +222,7 @@ class MPPISetup(Setup):
             costs = finite(problem.plan_cost(X, U))  # (B, K)
             weights = torch.softmax(-costs / solver.temperature, dim=1)
             mean = torch.einsum("bk,bkhm->bhm", weights, U)
-        if deterministic:
+        if request.deterministic:
             u = mean[:, 0]
         else:
             pick = torch.multinomial(weights, 1, generator=generator).squeeze(1)

@@ -9,11 +9,13 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from ..._docstrings import fill
 from ..._validation import as_tensor, check_positive_int, shape_str
 from ...errors import DimensionError, NonFiniteError
 from ...estimators.base import Estimator
 from ...models.base import SystemModel
 from ...models.cost import QuadraticCost
+from .._docs import BASE_SHAPES, FEEDBACK_FIELDS, SCALAR_PLANT
 from ..base import ModelBasedController, check_estimator, parse_input_bounds
 from ._checks import (
     check_cost_state_callable,
@@ -22,21 +24,18 @@ from ._checks import (
     resolve_solver,
     terminal_weight,
 )
-from .solver import Solver
+from .solver import PlanRequest, Solver
 
 __all__ = ["MPC", "MPCSolution", "MPCState", "PlanWeights"]
 
 
+@fill(feedback_fields=FEEDBACK_FIELDS)
 class MPCState(NamedTuple):
     """Recurrent state of an :class:`MPC` controller.
 
     Attributes
     ----------
-    estimator_state :
-        The estimator's state after the last measurement.
-    u_prev : Tensor, (B, n_u)
-        The action returned at the last call: the input the plant received, used by the
-        estimator's next prediction. Zero for rows that start an episode.
+    %(feedback_fields)s
     plan : Tensor, (B, H, n_u)
         The plan u_t … u_{t+H−1} behind the last action (its first entry is ``u_prev``, except
         for MPPI with ``deterministic=False``, which returns a sampled action). Shifted by one
@@ -105,6 +104,7 @@ class PlanWeights(NamedTuple):
     bounds: tuple[Tensor, Tensor] | None
 
 
+@fill(base_shapes=BASE_SHAPES, scalar_plant=SCALAR_PLANT)
 class MPC(ModelBasedController):
     """Model predictive control with output feedback, batched over B plants.
 
@@ -174,10 +174,8 @@ class MPC(ModelBasedController):
 
     Shapes
     ------
-    predict: observation (n_y,) or (B, n_y) -> action (n_u,) or (B, n_u);
-    step: y (B, n_y) -> u (B, n_u); solve: x (B, n_x) -> plan (B, H, n_u) (see
-    :class:`~kalmannet_ctrl.controllers.base.BaseController` for ``predict``, ``step``,
-    ``estimate`` and their errors)
+    solve: x (B, n_x) -> plan (B, H, n_u);
+    %(base_shapes)s
 
     Raises
     ------
@@ -212,11 +210,7 @@ class MPC(ModelBasedController):
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from kalmannet_ctrl.models import LinearGaussianModel, QuadraticCost
-    >>> m = LinearGaussianModel(A=[[1.1]], B=[[1.0]], C=[[1.0]], process_cov=[[0.1]],
-    ...                         measurement_cov=[[0.5]])
-    >>> cost = QuadraticCost(Q=[[1.0]], R=[[0.1]])
+    %(scalar_plant)s
     >>> mpc = MPC(m, cost, horizon=10, input_bounds=(-0.5, 0.5))
     >>> mpc.solver
     QP(max_iterations=None)
@@ -250,7 +244,7 @@ class MPC(ModelBasedController):
         cost_state: Callable[[Tensor], Any] | None = None,
         solver: Solver | str | None = None,
     ) -> None:
-        check_model_and_cost(model, cost)
+        self._check_model(model, cost)
         self.model = model
         self.cost = cost
         self.horizon = check_positive_int(horizon, "horizon")
@@ -267,7 +261,7 @@ class MPC(ModelBasedController):
         H, n, m = self.horizon, model.n_x, model.n_u
         self._Q = cost.Q.detach().to(**to)
         self._R = cost.R.detach().to(**to)
-        self.terminal_weight = terminal_weight(terminal_cost, model, cost)
+        self.terminal_weight = self._terminal_weight(terminal_cost)
         self.state_weights = torch.cat([self._Q.expand(H - 1, n, n), self.terminal_weight[None]])
         self.input_weight = torch.block_diag(*([self._R] * H))
         self.plan_bounds: tuple[Tensor, Tensor] | None = None
@@ -279,7 +273,17 @@ class MPC(ModelBasedController):
         self._cast = {model.dtype: PlanWeights(self.state_weights, self._R, self.input_bounds)}
         self.setup = self.solver.bind(self)
 
-    # -- dimensions ------------------------------------------------------------------------------
+    # -- what a subclass may refine (NeuralMPC) --------------------------------------------------
+    def _check_model(self, model: Any, cost: Any) -> None:
+        """The typed error if ``model`` and ``cost`` do not make a problem: a SystemModel with
+        inputs and a QuadraticCost of its dimensions."""
+        check_model_and_cost(model, cost)
+
+    def _terminal_weight(self, terminal_cost: Any) -> Tensor:
+        """P of ``terminal_cost`` (None, "lqr" or a matrix; see the class), for :attr:`model`
+        and :attr:`cost`."""
+        return terminal_weight(terminal_cost, self.model, self.cost)
+
     # -- the controller base's hooks -------------------------------------------------------------
     def init(self, batch_size: int) -> MPCState:
         """The state before the first measurement: the estimator's prior, u_prev = 0, the zero
@@ -323,7 +327,7 @@ class MPC(ModelBasedController):
             # the previous plan shifted by one step, its last input repeated
             warm = torch.cat([state.plan[:, 1:], state.plan[:, -1:]], 1)
             traj = self.setup.warm_trajectory(xhat, warm, state.trajectory, episode_start)
-            out = self.setup.plan(xhat, warm, traj, deterministic=deterministic, generator=None)
+            out = self.setup.plan(PlanRequest(xhat, warm, traj, deterministic=deterministic))
         return out.u, MPCState(est_state, out.u, out.plan, out.trajectory)
 
     # -- open loop -------------------------------------------------------------------------------
@@ -386,7 +390,7 @@ class MPC(ModelBasedController):
             if not bool(torch.isfinite(warm).all()):
                 raise NonFiniteError("warm_start: expected finite values, found NaN/inf")
         with torch.no_grad():
-            out = self.setup.plan(x, warm, None, deterministic=True, generator=generator)
+            out = self.setup.plan(PlanRequest(x, warm, generator=generator))
             states = self.setup.rollout(x, out.plan)
             cost = self.plan_cost(states, out.plan) + self._stage_state_cost(states[:, 0])
         return MPCSolution(out.plan, states, cost, out.iterations)

@@ -11,8 +11,9 @@ from torch import Tensor
 from ..._validation import check_positive_int
 from ...models.base import SystemModel
 from ...models.linear import LinearGaussianModel
+from .._inputs import check_linear_model
 from ._boxqp import solve_box_qp
-from .solver import Plan, Setup, Solver, warn_unconverged
+from .solver import Plan, PlanRequest, Setup, Solver, warn_unconverged
 
 if TYPE_CHECKING:
     from .problem import MPC
@@ -80,12 +81,13 @@ class QP(Solver):
         ------
         model : n_x, n_u of any size
         """
-        if not isinstance(model, LinearGaussianModel):
-            raise TypeError(
-                f"model: solver='qp' needs a LinearGaussianModel, found {type(model).__name__}; "
-                "use solver='ltv' or 'mppi' (LTV(), MPPI()), or linearize the model first "
-                "(kalmannet_ctrl.models.linearize)"
-            )
+        check_linear_model(
+            model,
+            "model",
+            "use solver='ltv' or 'mppi' (LTV(), MPPI()), or linearize the model first "
+            "(kalmannet_ctrl.models.linearize)",
+            who="solver='qp'",
+        )
         if cost_state:
             raise ValueError(
                 "cost_state: not supported by solver='qp' (the condensed QP is quadratic in x); "
@@ -147,23 +149,16 @@ class QPSetup(Setup):
         self.G = G
         self.gain = torch.cholesky_solve(G, L)  # H⁻¹G: the unconstrained plan is −H⁻¹G x_0
 
-    def plan(
-        self,
-        x0: Tensor,
-        warm: Tensor,
-        trajectory: Tensor | None,
-        *,
-        deterministic: bool,
-        generator: torch.Generator | None,
-    ) -> Plan:
+    def plan(self, request: PlanRequest) -> Plan:
         """The exact plan: −H⁻¹G x_0, or the box-QP's solution when a bound is active.
 
-        ``trajectory``, ``deterministic`` and ``generator`` are not used.
+        Of the request, only ``x0`` and ``warm`` are used.
 
         Shapes
         ------
         x0 (B, n_x), warm (B, H, n_u) -> plan (B, H, n_u), u (B, n_u)
         """
+        x0, warm = request.x0, request.warm
         problem = self.problem
         B = x0.shape[0]
         U = -(x0 @ self.gain.mT)

@@ -22,7 +22,38 @@ from ...models.base import SystemModel
 if TYPE_CHECKING:
     from .problem import MPC
 
-__all__ = ["Plan", "Setup", "Solver"]
+__all__ = ["Plan", "PlanRequest", "Setup", "Solver"]
+
+
+class PlanRequest(NamedTuple):
+    """What an MPC hands its solver for one planning call (:meth:`Setup.plan`).
+
+    Attributes
+    ----------
+    x0 : Tensor, (B, n_x)
+        The states planned from: x̂_{t|t} in the loop, ``x`` in :meth:`MPC.solve`.
+    warm : Tensor, (B, H, n_u)
+        The initial plan, already shifted (projected onto the bounds by the solver where it
+        needs it).
+    trajectory : Tensor, (B, H + 1, n_x), or None
+        From :meth:`Setup.warm_trajectory` (None: a solver that keeps a trajectory, LTV,
+        starts from a rollout of ``warm``; the others do not use it).
+    deterministic : bool
+        For sampling solvers (MPPI): the mean plan's first input (True) or a sampled one.
+    generator : torch.Generator or None
+        For sampling solvers: the noise source of this call (None: the setup's
+        :attr:`Setup.generator`).
+
+    Shapes
+    ------
+    x0 (B, n_x), warm (B, H, n_u), trajectory (B, H + 1, n_x) or None
+    """
+
+    x0: Tensor
+    warm: Tensor
+    trajectory: Tensor | None = None
+    deterministic: bool = True
+    generator: torch.Generator | None = None
 
 
 class Plan(NamedTuple):
@@ -121,7 +152,7 @@ class Setup(abc.ABC):
 
     Shapes
     ------
-    plan: x0 (B, n_x), warm (B, H, n_u) -> Plan (plan (B, H, n_u), u (B, n_u))
+    plan: PlanRequest (x0 (B, n_x), warm (B, H, n_u)) -> Plan (plan (B, H, n_u), u (B, n_u))
     """
 
     generator: torch.Generator | None = None
@@ -131,32 +162,13 @@ class Setup(abc.ABC):
         self.problem = problem
 
     @abc.abstractmethod
-    def plan(
-        self,
-        x0: Tensor,
-        warm: Tensor,
-        trajectory: Tensor | None,
-        *,
-        deterministic: bool,
-        generator: torch.Generator | None,
-    ) -> Plan:
-        """Plan from the states ``x0``, warm-started from ``warm`` (already shifted).
-
-        Parameters
-        ----------
-        x0 : Tensor, (B, n_x)
-        warm : Tensor, (B, H, n_u)
-            The initial plan (projected onto the bounds by the solver where it needs it).
-        trajectory : Tensor, (B, H + 1, n_x), or None
-            From :meth:`warm_trajectory` (None: the solver starts from a rollout of ``warm``).
-        deterministic : bool
-            For sampling solvers: the mean plan's first input (True) or a sampled one.
-        generator : torch.Generator or None
-            For sampling solvers: the noise source of this call (None: :attr:`generator`).
+    def plan(self, request: PlanRequest) -> Plan:
+        """The plan for one call: from ``request.x0``, warm-started from ``request.warm`` (see
+        :class:`PlanRequest` for what each field holds and which solvers use it).
 
         Shapes
         ------
-        x0 (B, n_x), warm (B, H, n_u), trajectory (B, H + 1, n_x) -> plan (B, H, n_u),
+        request: x0 (B, n_x), warm (B, H, n_u), trajectory (B, H + 1, n_x) -> plan (B, H, n_u),
         u (B, n_u)
         """
 

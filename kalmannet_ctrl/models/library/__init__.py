@@ -18,16 +18,10 @@ also have exact closed-form Jacobians of their RK4 step (df/dx, df/du and both w
 - :func:`cartpole` (n_x = 4, n_u = 1, n_y = 2): the cart-pole of Barto et al. / Florian, RK4.
 
 One module per system, all re-exported here: :mod:`.kalmannet_paper` (:func:`noise_from_db`,
-:func:`linear_canonical`, :func:`synthetic_nonlinear`), :mod:`.lorenz_system`,
-:mod:`.pendulum_system`, :mod:`.cartpole_system`; the RK4 step and its Jacobians are in
-:mod:`._rk4`, the parameter checks and the noise-parameter table in
-:mod:`kalmannet_ctrl.models._params`.
-
-References
-----------
-G. Revach, N. Shlezinger, X. Ni, A. López Escoriza, R. J. G. van Sloun, Y. C. Eldar,
-"KalmanNet: Neural Network Aided Kalman Filtering for Partially Known Dynamics",
-IEEE Trans. Signal Processing 70, 2022 (arXiv:2107.10043); public code KalmanNet/KalmanNet_TSP.
+:func:`linear_canonical`, :func:`synthetic_nonlinear`; the paper is cited there),
+:mod:`.lorenz_system`, :mod:`.pendulum_system`, :mod:`.cartpole_system`; the RK4 step and its
+Jacobians are in :mod:`._rk4`; the decorator that checks and records every function's named
+parameters, and the noise-parameter table, in :mod:`kalmannet_ctrl.models._params`.
 """
 
 from __future__ import annotations

@@ -80,25 +80,29 @@ def _rk4_stages(
 
 def _rk4_state_jacobian(stages: list[tuple[Tensor, Tensor]], x: Tensor, dt: float) -> Tensor:
     """df/dx of the RK4 step: dx_1/dx = I, dx_{i+1}/dx = I + c_i dk_i/dx (c = Δt/2, Δt/2, Δt)."""
-    (A1, _), (A2, _), (A3, _), (A4, _) = stages
-    half = 0.5 * dt
-    dk1 = A1
-    dk2 = A2 + half * (A2 @ dk1)
-    dk3 = A3 + half * (A3 @ dk2)
-    dk4 = A4 + dt * (A4 @ dk3)
     eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
-    return eye + (dt / 6.0) * (dk1 + 2.0 * dk2 + 2.0 * dk3 + dk4)
+    return eye + _rk4_tangent(stages, [A for A, _ in stages], dt)
 
 
 def _rk4_input_jacobian(stages: list[tuple[Tensor, Tensor]], dt: float) -> Tensor:
     """df/du of the RK4 step: dx_1/du = 0, dx_{i+1}/du = c_i dk_i/du (c = Δt/2, Δt/2, Δt)."""
-    (_, G1), (A2, G2), (A3, G3), (A4, G4) = stages
+    return _rk4_tangent(stages, [G for _, G in stages], dt)
+
+
+def _rk4_tangent(stages: list[tuple[Tensor, Tensor]], direct: list[Tensor], dt: float) -> Tensor:
+    """Δt/6 (dk_1 + 2 dk_2 + 2 dk_3 + dk_4), the stage sensitivities in one direction.
+
+    dk_1 = D_1 and dk_{i+1} = D_{i+1} + c_i A_{i+1} dk_i (c = Δt/2, Δt/2, Δt), with A_i = ∂φ/∂x
+    at stage i and ``direct`` D_i the stage's own term: A_i for df/dx, ∂φ/∂u for df/du.
+    """
     half = 0.5 * dt
-    dk1 = G1
-    dk2 = G2 + half * (A2 @ dk1)
-    dk3 = G3 + half * (A3 @ dk2)
-    dk4 = G4 + dt * (A4 @ dk3)
-    return (dt / 6.0) * (dk1 + 2.0 * dk2 + 2.0 * dk3 + dk4)
+    dk = direct[0]
+    total = dk
+    later = zip(stages[1:], direct[1:], (half, half, dt), (2.0, 2.0, 1.0), strict=True)
+    for (A, _), D, c, weight in later:
+        dk = D + c * (A @ dk)
+        total = torch.add(total, dk, alpha=weight)
+    return (dt / 6.0) * total
 
 
 class _StepFunctions(NamedTuple):

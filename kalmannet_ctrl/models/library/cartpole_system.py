@@ -8,26 +8,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._params import (
-    _RESET_VAR,
-    Device,
-    Dtype,
-    _factory,
-    _freeze,
-    _noise_parameters,
-    _real,
-    _selector,
-)
+from .._params import _RESET_VAR, Device, Dtype, _library_function, _Noise, _selector
 from ..base import NonlinearModel
 from ._rk4 import Dynamics, Partials, _rk4_discretization
 
 __all__ = ["cartpole"]
 
 
-@_noise_parameters(
-    force_std=("process", 0.5),
-    position_std=("measurement", 0.5),
-    angle_std=("measurement", 0.5),
+@_library_function(
+    positive=("cart_mass", "pole_mass", "pole_length", "dt"),
+    nonnegative=("friction", "gravity"),
+    noise=_Noise(process=("force_std",), measurement=("position_std", "angle_std"), power=0.5),
 )
 def cartpole(
     *,
@@ -104,58 +95,29 @@ def cartpole(
     -> model with n_x = 4, n_u = 1, n_y = 2: state x (B, 4) = (x [m], ẋ [m/s], θ [rad],
     θ̇ [rad/s]); input u (B, 1) = F [N]; measurement y (B, 2) = (x [m], θ [rad])
     """
-    m_c = _real(cart_mass, "cart_mass", minimum=0.0, strict=True)
-    m_p = _real(pole_mass, "pole_mass", minimum=0.0, strict=True)
-    l = _real(pole_length, "pole_length", minimum=0.0, strict=True)
-    mu = _real(friction, "friction", minimum=0.0)
-    g = _real(gravity, "gravity", minimum=0.0)
-    dt = _real(dt, "dt", minimum=0.0, strict=True)
-    force_std = _real(force_std, "force_std", minimum=0.0)
-    position_std = _real(position_std, "position_std", minimum=0.0, strict=True)
-    angle_std = _real(angle_std, "angle_std", minimum=0.0, strict=True)
-    M = m_c + m_p
-
-    dynamics, partials = _cartpole_vector_field(m_p=m_p, l=l, mu=mu, g=g, M=M)
+    M = cart_mass + pole_mass
+    dynamics, partials = _cartpole_vector_field(
+        m_p=pole_mass, l=pole_length, mu=friction, g=gravity, M=M
+    )
     steps = _rk4_discretization(dynamics, partials, dt)
 
     x_eq = torch.zeros(1, 4, dtype=dtype, device=device)
     u_eq = torch.zeros(1, 1, dtype=dtype, device=device)
     b_d = steps.input_jacobian(x_eq, u_eq).reshape(4, 1)
-    process_cov = force_std**2 * (b_d @ b_d.mT)
-
-    params = {
-        "cart_mass": m_c,
-        "pole_mass": m_p,
-        "pole_length": l,
-        "friction": mu,
-        "gravity": g,
-        "dt": dt,
-        "force_std": force_std,
-        "position_std": position_std,
-        "angle_std": angle_std,
-        "x0_mean": _freeze(x0_mean),
-        "x0_cov": _freeze(x0_cov),
-    }
     return NonlinearModel(
-        steps.f,
-        _cartpole_h,
+        **steps._asdict(),
+        h=_cartpole_h,
+        h_jacobian=_cartpole_h_jac,
         n_x=4,
         n_y=2,
         n_u=1,
-        f_jacobian=steps.f_jacobian,
-        h_jacobian=_cartpole_h_jac,
-        input_jacobian=steps.input_jacobian,
-        f_and_jacobians=steps.f_and_jacobians,
-        process_cov=process_cov,
+        process_cov=force_std**2 * (b_d @ b_d.mT),
         measurement_cov=np.diag([position_std**2, angle_std**2]),
         x0_mean=x0_mean,
         x0_cov=_RESET_VAR * np.eye(4) if x0_cov is None else x0_cov,
         dt=dt,
         dtype=dtype,
         device=device,
-        params=params,
-        factory=_factory(cartpole, dtype, device),
-        name="cartpole",
     )
 
 

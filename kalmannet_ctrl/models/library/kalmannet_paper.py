@@ -20,12 +20,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ...errors import ParameterError
-from .._params import Device, Dtype, _factory, _freeze, _int, _noise_parameters, _real
+from .._params import Device, Dtype, _library_function, _Noise, _real
 from ..base import NonlinearModel
 from ..linear import LinearGaussianModel
 
 __all__ = ["linear_canonical", "noise_from_db", "synthetic_nonlinear"]
+
+# the paper's noise parameters: the variances q² (Q = q² I) and r² (R = r² I)
+_PAPER_NOISE = _Noise(process=("q2",), measurement=("r2",), power=1.0)
 
 
 # -- noise conventions -----------------------------------------------------------------------------
@@ -64,7 +66,11 @@ def noise_from_db(inv_r2_db: float, nu_db: float) -> tuple[float, float]:
 
 
 # -- KalmanNet benchmark models --------------------------------------------------------------------
-@_noise_parameters(q2=("process", 1.0), r2=("measurement", 1.0))
+@_library_function(
+    count=("n",),
+    choices={"measurement": ("identity", "inverse_canonical")},
+    noise=_PAPER_NOISE,
+)
 def linear_canonical(
     n: int = 2,
     *,
@@ -113,13 +119,6 @@ def linear_canonical(
     -> model with n_x = n_y = n, n_u = 0: A (n, n), C (n, n), process_cov (n, n),
     measurement_cov (n, n); state x (B, n), measurement y (B, n)
     """
-    n = _int(n, "n", minimum=1)
-    q2 = _real(q2, "q2", minimum=0.0)
-    r2 = _real(r2, "r2", minimum=0.0, strict=True)
-    if measurement not in ("identity", "inverse_canonical"):
-        raise ParameterError(
-            f"measurement: expected 'identity' or 'inverse_canonical', found {measurement!r}"
-        )
     F = np.eye(n)
     F[0, :] = 1.0
     if measurement == "identity":
@@ -128,14 +127,6 @@ def linear_canonical(
         H = np.zeros((n, n))
         H[0, :] = 1.0
         H[np.arange(n), n - 1 - np.arange(n)] = 1.0
-    params = {
-        "n": n,
-        "q2": q2,
-        "r2": r2,
-        "measurement": measurement,
-        "x0_mean": _freeze(x0_mean),
-        "x0_cov": _freeze(x0_cov),
-    }
     return LinearGaussianModel(
         A=F,
         C=H,
@@ -145,13 +136,14 @@ def linear_canonical(
         x0_cov=x0_cov,
         dtype=dtype,
         device=device,
-        params=params,
-        factory=_factory(linear_canonical, dtype, device),
-        name="linear_canonical",
     )
 
 
-@_noise_parameters(q2=("process", 1.0), r2=("measurement", 1.0))
+@_library_function(
+    real=("alpha", "beta", "phi", "delta", "a", "b", "c"),
+    count=("n",),
+    noise=_PAPER_NOISE,
+)
 def synthetic_nonlinear(
     *,
     alpha: float = 0.9,
@@ -207,12 +199,6 @@ def synthetic_nonlinear(
     -> model with n_x = n_y = n, n_u = 0: state x (B, n), measurement y (B, n);
     process_cov (n, n), measurement_cov (n, n)
     """
-    alpha, beta = _real(alpha, "alpha"), _real(beta, "beta")
-    phi, delta = _real(phi, "phi"), _real(delta, "delta")
-    a, b, c = _real(a, "a"), _real(b, "b"), _real(c, "c")
-    n = _int(n, "n", minimum=1)
-    q2 = _real(q2, "q2", minimum=0.0)
-    r2 = _real(r2, "r2", minimum=0.0, strict=True)
 
     def f(x: Tensor, u: Tensor) -> Tensor:
         return alpha * torch.sin(beta * x + phi) + delta
@@ -226,20 +212,6 @@ def synthetic_nonlinear(
     def h_jac(x: Tensor) -> Tensor:
         return torch.diag_embed(2.0 * a * b * (b * x + c))
 
-    params = {
-        "alpha": alpha,
-        "beta": beta,
-        "phi": phi,
-        "delta": delta,
-        "a": a,
-        "b": b,
-        "c": c,
-        "n": n,
-        "q2": q2,
-        "r2": r2,
-        "x0_mean": _freeze(x0_mean),
-        "x0_cov": _freeze(x0_cov),
-    }
     return NonlinearModel(
         f,
         h,
@@ -254,7 +226,4 @@ def synthetic_nonlinear(
         x0_cov=x0_cov,
         dtype=dtype,
         device=device,
-        params=params,
-        factory=_factory(synthetic_nonlinear, dtype, device),
-        name="synthetic_nonlinear",
     )

@@ -1,10 +1,6 @@
 """The KalmanNet paper's discrete-time Lorenz attractor (Taylor-expanded), with an additive input.
 
-References
-----------
-G. Revach, N. Shlezinger, X. Ni, A. López Escoriza, R. J. G. van Sloun, Y. C. Eldar,
-"KalmanNet: Neural Network Aided Kalman Filtering for Partially Known Dynamics",
-IEEE Trans. Signal Processing 70, 2022 (arXiv:2107.10043); public code KalmanNet/KalmanNet_TSP.
+The paper (Revach et al., IEEE TSP 2022) is cited in full in :mod:`.kalmannet_paper`.
 """
 
 from __future__ import annotations
@@ -16,15 +12,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ...errors import ParameterError
 from .._geometry import rotation_matrix
-from .._params import Device, Dtype, _factory, _freeze, _int, _noise_parameters, _real
+from .._params import Device, Dtype, _library_function
 from ..base import NonlinearModel
+from .kalmannet_paper import _PAPER_NOISE
 
 __all__ = ["lorenz"]
 
 
-@_noise_parameters(q2=("process", 1.0), r2=("measurement", 1.0))
+@_library_function(
+    count=("order",),
+    positive=("dt",),
+    real=("sigma", "rho", "beta", "measurement_rotation_deg"),
+    choices={"a_matrix": ("code", "paper")},
+    noise=_PAPER_NOISE,
+)
 def lorenz(
     *,
     order: int = 5,
@@ -105,14 +107,7 @@ def lorenz(
     -> model with n_x = n_u = n_y = 3: state x (B, 3), input u (B, 3), measurement y (B, 3);
     process_cov (3, 3), measurement_cov (3, 3)
     """
-    order = _int(order, "order", minimum=1)
-    dt = _real(dt, "dt", minimum=0.0, strict=True)
-    sigma, rho, beta = _real(sigma, "sigma"), _real(rho, "rho"), _real(beta, "beta")
-    if a_matrix not in ("code", "paper"):
-        raise ParameterError(f"a_matrix: expected 'code' or 'paper', found {a_matrix!r}")
-    q2 = _real(q2, "q2", minimum=0.0)
-    r2 = _real(r2, "r2", minimum=0.0, strict=True)
-    theta = _real(measurement_rotation_deg, "measurement_rotation_deg")
+    theta = measurement_rotation_deg
     R_h = (
         rotation_matrix(3, theta, (0, 1), dtype=dtype, device=device)
         @ rotation_matrix(3, theta, (2, 0), dtype=dtype, device=device)
@@ -128,19 +123,6 @@ def lorenz(
     def h_jac(x: Tensor) -> Tensor:
         return R_h.expand(x.shape[0], 3, 3)
 
-    params = {
-        "order": order,
-        "dt": dt,
-        "sigma": sigma,
-        "rho": rho,
-        "beta": beta,
-        "a_matrix": a_matrix,
-        "q2": q2,
-        "r2": r2,
-        "measurement_rotation_deg": theta,
-        "x0_mean": _freeze(x0_mean),
-        "x0_cov": _freeze(x0_cov),
-    }
     return NonlinearModel(
         f,
         h,
@@ -155,9 +137,6 @@ def lorenz(
         dt=dt,
         dtype=dtype,
         device=device,
-        params=params,
-        factory=_factory(lorenz, dtype, device),
-        name="lorenz",
     )
 
 

@@ -8,23 +8,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._params import (
-    _RESET_VAR,
-    Device,
-    Dtype,
-    _factory,
-    _freeze,
-    _noise_parameters,
-    _real,
-    _selector,
-)
+from .._params import _RESET_VAR, Device, Dtype, _library_function, _Noise, _selector
 from ..base import NonlinearModel
 from ._rk4 import _rk4_input_jacobian, _rk4_state_jacobian, _StepFunctions
 
 __all__ = ["pendulum"]
 
 
-@_noise_parameters(process_std=("process", 0.5), measurement_std=("measurement", 0.5))
+@_library_function(
+    positive=("mass", "length", "dt"),
+    nonnegative=("damping", "gravity"),
+    noise=_Noise(process=("process_std",), measurement=("measurement_std",), power=0.5),
+)
 def pendulum(
     *,
     mass: float = 1.0,
@@ -89,38 +84,15 @@ def pendulum(
     -> model with n_x = 2, n_u = 1, n_y = 1: state x (B, 2) = (θ [rad], θ̇ [rad/s]);
     input u (B, 1) = τ [N·m]; measurement y (B, 1) = θ [rad]
     """
-    m = _real(mass, "mass", minimum=0.0, strict=True)
-    l = _real(length, "length", minimum=0.0, strict=True)
-    b = _real(damping, "damping", minimum=0.0)
-    g = _real(gravity, "gravity", minimum=0.0)
-    dt = _real(dt, "dt", minimum=0.0, strict=True)
-    process_std = _real(process_std, "process_std", minimum=0.0)
-    measurement_std = _real(measurement_std, "measurement_std", minimum=0.0, strict=True)
-    inertia = m * l * l
-
-    steps = _pendulum_step_functions(g=g, l=l, b=b, inertia=inertia, dt=dt)
-
-    params = {
-        "mass": m,
-        "length": l,
-        "damping": b,
-        "gravity": g,
-        "dt": dt,
-        "process_std": process_std,
-        "measurement_std": measurement_std,
-        "x0_mean": _freeze(x0_mean),
-        "x0_cov": _freeze(x0_cov),
-    }
+    inertia = mass * length * length
+    steps = _pendulum_step_functions(g=gravity, l=length, b=damping, inertia=inertia, dt=dt)
     return NonlinearModel(
-        steps.f,
-        _pendulum_h,
+        **steps._asdict(),
+        h=_pendulum_h,
+        h_jacobian=_pendulum_h_jac,
         n_x=2,
         n_y=1,
         n_u=1,
-        f_jacobian=steps.f_jacobian,
-        h_jacobian=_pendulum_h_jac,
-        input_jacobian=steps.input_jacobian,
-        f_and_jacobians=steps.f_and_jacobians,
         process_cov=np.diag([0.0, process_std**2]),
         measurement_cov=[[measurement_std**2]],
         x0_mean=x0_mean,
@@ -128,9 +100,6 @@ def pendulum(
         dt=dt,
         dtype=dtype,
         device=device,
-        params=params,
-        factory=_factory(pendulum, dtype, device),
-        name="pendulum",
     )
 
 
