@@ -24,10 +24,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
 from . import __version__
 from ._io import atomic_write_text
+from ._progress import bar
 from .estimators import ExtendedKalmanFilter, KalmanFilter, UnscentedKalmanFilter
 from .metrics import mse_db
 from .models import SystemModel
@@ -103,7 +103,7 @@ def run_demo(
     for i, sc in enumerate(scenarios):
         gen = torch.Generator().manual_seed(seed + i)
         data[sc.name] = sc.true.simulate(sc.steps, trajectories, generator=gen)
-    for sc, name, which in tqdm(jobs, desc="demo", disable=not progress, leave=False):
+    for sc, name, which in bar(jobs, desc="demo", enabled=progress):
         traj = data[sc.name]
         model = sc.nominal if which == "nominal" else sc.true
         flt = FILTERS[name](model)
@@ -190,7 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_grid_arguments(compare)
     compare.add_argument(
-        "--episodes", type=_positive_int, default=100, help="seeded episodes per cell (default 100)"
+        "--episodes",
+        type=_positive_int,
+        default=None,
+        help="seeded episodes per cell (default: the preset's, 100)",
     )
     compare.add_argument(
         "--sweep",
@@ -240,7 +243,19 @@ def _add_grid_arguments(p: argparse.ArgumentParser) -> None:
         help="named scenarios or environment ids (default: every named scenario)",
     )
     p.add_argument(
-        "--methods", nargs="+", metavar="NAME", default=None, help="methods (default: the defaults)"
+        "--methods",
+        nargs="+",
+        metavar="NAME",
+        default=None,
+        help="methods (default: the preset's); each trains with the preset's budget",
+    )
+    p.add_argument(
+        "--preset",
+        default="quick",
+        metavar="NAME",
+        help="budgets and default methods: 'quick' (the default, a few minutes on 2 cores) or "
+        "'full' (the benchmarks' budgets, PPO and SAC; hours: use --executor ray); see "
+        "'kalmannet-ctrl list'",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(
@@ -252,14 +267,8 @@ def _add_grid_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _grid(args: argparse.Namespace, parser: argparse.ArgumentParser):
-    from .bench import (
-        DEFAULT_METHODS,
-        DEFAULT_SCENARIO_NAMES,
-        DEFAULT_SCENARIOS,
-        Scenario,
-        default_scenarios,
-        get_method,
-    )
+    from .bench import DEFAULT_SCENARIO_NAMES, DEFAULT_SCENARIOS, Scenario, default_scenarios
+    from .bench.presets import get_preset
     from .envs import ENV_IDS
 
     scenarios = []
@@ -273,13 +282,12 @@ def _grid(args: argparse.Namespace, parser: argparse.ArgumentParser):
                 f"unknown scenario {name!r}; expected one of {sorted(DEFAULT_SCENARIOS)} "
                 f"or an environment id {list(ENV_IDS)}"
             )
-    methods = []
-    for name in args.methods or list(DEFAULT_METHODS):
-        try:
-            methods.append(get_method(name))
-        except ValueError as exc:
-            parser.error(str(exc))
-    return scenarios, methods
+    try:
+        preset = get_preset(args.preset)
+        methods = preset.resolve(args.methods)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return scenarios, methods, preset
 
 
 def _sweep(scenarios: list, spec: str, parser: argparse.ArgumentParser) -> list:
@@ -309,7 +317,8 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
     from .bench import LocalExecutor, compare
 
-    scenarios, methods = _grid(args, parser)
+    scenarios, methods, preset = _grid(args, parser)
+    episodes = preset.episodes if args.episodes is None else args.episodes
     if args.sweep:
         scenarios = _sweep(scenarios, args.sweep, parser)
     if args.executor == "ray":
@@ -327,7 +336,7 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         results = compare(
             scenarios,
             methods,
-            episodes=args.episodes,
+            episodes=episodes,
             seed=args.seed,
             executor=executor,
             output_dir=out,
@@ -347,8 +356,8 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         key = args.sweep.partition("=")[0] if args.sweep else None
         written += [p.name for p in write_plots(results, out / "plots", mismatch_parameter=key)]
     print(
-        f"kalmannet-ctrl {__version__} compare: {len(scenarios)} scenario(s) x {len(methods)} "
-        f"method(s), {args.episodes} episodes per cell, seed {args.seed}"
+        f"kalmannet-ctrl {__version__} compare (preset {preset.name}): {len(scenarios)} "
+        f"scenario(s) x {len(methods)} method(s), {episodes} episodes per cell, seed {args.seed}"
     )
     print(table)
     print(f"\nwrote {', '.join(written)} to {out}")
@@ -360,7 +369,7 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
     from .bench import ArtifactCache, BuildContext
 
-    scenarios, methods = _grid(args, parser)
+    scenarios, methods, _ = _grid(args, parser)
     cache = ArtifactCache(Path(args.output) / "artifacts")
     for sc in scenarios:
         for m in methods:
@@ -378,7 +387,8 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 def _run_list() -> int:
     import gymnasium as gym
 
-    from .bench import DEFAULT_METHODS, DEFAULT_SCENARIOS, METHODS
+    from .bench import DEFAULT_SCENARIOS, METHODS
+    from .bench.presets import BUDGETS, DEFAULT_PRESET, PRESETS
     from .envs import ENV_IDS
 
     print("environments:")
@@ -386,10 +396,17 @@ def _run_list() -> int:
         spec = gym.spec(env_id)
         doc = (gym.make(env_id).unwrapped.__doc__ or "").strip().splitlines()
         print(f"  {env_id}  ({spec.max_episode_steps} steps)  {doc[0] if doc else ''}")
-    print("methods (* = in the default comparison):")
+    print(f"methods (* = in the default preset, {DEFAULT_PRESET!r}):")
     for name, m in METHODS.items():
-        mark = "*" if name in DEFAULT_METHODS else " "
-        print(f"  {mark} {name}: {m.description}")
+        mark = "*" if name in PRESETS[DEFAULT_PRESET].methods else " "
+        print(f"  {mark} {name} [{m.family}]: {m.description}")
+    print("presets (--preset; each learned method's budget per preset):")
+    for name, preset in PRESETS.items():
+        print(f"  {name}: {preset.description}; {preset.episodes} episodes per cell")
+        print(f"    methods: {', '.join(preset.methods)}")
+        for method, budgets in BUDGETS.items():
+            text = ", ".join(f"{k}={v}" for k, v in budgets.get(name, {}).items())
+            print(f"    {method}: {text or 'the hyperparameter table'}")
     print("named scenarios (the default comparison runs all):")
     for name, spec in DEFAULT_SCENARIOS.items():
         extra = f" mismatch={spec['mismatch']}" if spec.get("mismatch") else " default mismatch"

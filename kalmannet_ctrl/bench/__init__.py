@@ -12,16 +12,26 @@ from .cache import ArtifactCache
 from .defaults import DEFAULT_METHODS, DEFAULT_SCENARIO_NAMES, DEFAULT_SCENARIOS, default_scenarios
 from .executors import CellError, RayExecutor
 from .methods import METHODS, BuildContext, Method, get_method, register_method
-from .plots import cost_figure, error_figure, mismatch_figure, trajectory_figure, write_plots
+from .plots import (
+    cost_figure,
+    error_figure,
+    gap_figure,
+    mismatch_figure,
+    trajectory_figure,
+    write_plots,
+)
+from .presets import DEFAULT_PRESET, PRESETS, Preset, get_preset
 from .results import CellResult, Results
 from .runner import CellTask, LocalExecutor, compare, run_cell
 from .scenario import Scenario
 
 __all__ = [
     "DEFAULT_METHODS",
+    "DEFAULT_PRESET",
     "DEFAULT_SCENARIOS",
     "DEFAULT_SCENARIO_NAMES",
     "METHODS",
+    "PRESETS",
     "ArtifactCache",
     "BuildContext",
     "CellError",
@@ -29,6 +39,7 @@ __all__ = [
     "CellTask",
     "LocalExecutor",
     "Method",
+    "Preset",
     "RayExecutor",
     "Results",
     "Scenario",
@@ -36,7 +47,9 @@ __all__ = [
     "cost_figure",
     "default_scenarios",
     "error_figure",
+    "gap_figure",
     "get_method",
+    "get_preset",
     "mismatch_figure",
     "register_method",
     "run_cell",

@@ -15,7 +15,7 @@ from ..errors import ParameterError
 from .cache import ArtifactCache, stable_hash
 from .scenario import Scenario
 
-__all__ = ["METHODS", "BuildContext", "Method", "get_method", "register_method"]
+__all__ = ["FAMILIES", "METHODS", "BuildContext", "Method", "get_method", "register_method"]
 
 
 @dataclass
@@ -147,6 +147,11 @@ class BuildContext:
         return obj
 
 
+#: The spectrum of model-based deep learning (Shlezinger, Eldar & Boyd), from the model to the
+#: data: the families a method belongs to.
+FAMILIES = ("model-based", "learned optimization", "deep unfolding", "DNN-aided", "data-centric")
+
+
 @dataclass(frozen=True)
 class Method:
     """A named way to build a controller for a scenario.
@@ -165,6 +170,15 @@ class Method:
         Whether the method uses the true model (the reference of the gap to the oracle).
     config : mapping
         Settings that change the result (part of the cache keys).
+    family : str
+        Where the method sits on the spectrum of model-based deep learning, one of
+        :data:`FAMILIES` (the colours of the figures).
+    baseline : bool
+        Whether it is the model-based method on the nominal model that the gap closed is
+        measured from (the scenario's 0 %; its oracle is 100 %).
+    measure : {"cost", "mse"}
+        What the gap closed compares: the closed-loop cost (control), or the estimation MSE
+        in dB (estimation-only methods, whose cost is that of zero input).
     """
 
     name: str
@@ -173,6 +187,16 @@ class Method:
     applies: Callable[[Any], bool] | None = None
     oracle: bool = False
     config: Mapping[str, Any] = field(default_factory=dict)
+    family: str = "model-based"
+    baseline: bool = False
+    measure: str = "cost"
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"family: expected one of {FAMILIES}, found {self.family!r}")
+        if self.measure not in ("cost", "mse"):
+            raise ValueError(f"measure: expected 'cost' or 'mse', found {self.measure!r}")
+
 
 
 METHODS: dict[str, Method] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .presets import DEFAULT_PRESET, PRESETS
 from .scenario import Scenario
 
 __all__ = ["DEFAULT_METHODS", "DEFAULT_SCENARIOS", "DEFAULT_SCENARIO_NAMES", "default_scenarios"]
@@ -26,20 +27,8 @@ DEFAULT_SCENARIOS: dict[str, dict] = {
 #: The scenarios ``kalmannet-ctrl compare`` runs with no ``--scenarios``.
 DEFAULT_SCENARIO_NAMES: tuple[str, ...] = ("linear", "cartpole", "cartpole-large", "lorenz")
 
-#: The methods of the default comparison (each learned method joins when it lands).
-DEFAULT_METHODS: tuple[str, ...] = (
-    "lqg-oracle",
-    "lqg-nominal",
-    "mpc-nominal",
-    "neural-mpc",
-    "learned-noise-lqg",
-    "kalmannet-lqg",
-    "ekf-oracle",
-    "ekf-nominal",
-    "learned-noise",
-    "kalmannet",
-    "rnn",
-)
+#: The methods of the default comparison: those of the default preset (``"quick"``).
+DEFAULT_METHODS: tuple[str, ...] = PRESETS[DEFAULT_PRESET].methods
 
 
 def default_scenarios(names: list[str] | None = None) -> list[Scenario]:

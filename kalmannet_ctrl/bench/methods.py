@@ -29,9 +29,11 @@ from .builders import (
     has_inputs,
     regulates_the_origin,
 )
-from .context import METHODS, BuildContext, Method, get_method, register_method
+from .context import FAMILIES, METHODS, BuildContext, Method, get_method, register_method
+from .presets import budget
 
 __all__ = [
+    "FAMILIES",
     "METHODS",
     "BuildContext",
     "Method",
@@ -55,13 +57,18 @@ __all__ = [
     "regulates_the_origin",
 ]
 
-#: Data and state-error training of the LQG variants with a learned estimator (see
-#: :func:`~kalmannet_ctrl.training.learned_lqg`).
-#: ``exploration_std`` is relative to the action bounds: 0.01 is 0.1 N on CartPole-v0.
-_LEARNED_NOISE_LQG = {"episodes": 100, "steps": 100, "fit_steps": 150, "exploration_std": 0.01}
-_KALMANNET_LQG = {"episodes": 100, "steps": 100, "fit_steps": 300, "exploration_std": 0.01}
+#: The exploration of the LQG variants with a learned estimator while they collect data (see
+#: :func:`~kalmannet_ctrl.training.learned_lqg`), relative to the action bounds: 0.01 is 0.1 N
+#: on CartPole-v0. Their budgets are in :data:`~kalmannet_ctrl.bench.presets.BUDGETS`.
+_LEARNED_LQG = {"exploration_std": 0.01}
 #: The MPC settings nominal and neural MPC share (keywords of the MPC build and of MPPI).
 _MPC_CONFIG = {"horizon": 20, "swing_up_horizon": 30, "samples": 256, "rollout_dtype": "float32"}
+
+
+def _state_only(name: str) -> dict:
+    """The budget of ``name`` without its closed-loop tuning (the ``*-state`` variants)."""
+    return {k: v for k, v in budget(name).items() if k != "closed_loop_steps"}
+
 
 for _method in (
     Method(
@@ -76,6 +83,7 @@ for _method in (
         build_lqg_nominal,
         "LQG on the nominal model (linearized at the origin): the model-based baseline",
         regulates_the_origin,
+        baseline=True,
     ),
     Method(
         "ekf-oracle",
@@ -83,33 +91,42 @@ for _method in (
         "zero input, EKF on the true model (estimation only): the oracle",
         estimation_only,
         oracle=True,
+        measure="mse",
     ),
     Method(
         "ekf-nominal",
         build_ekf_nominal,
         "zero input, EKF on the nominal model (estimation only)",
         estimation_only,
+        baseline=True,
+        measure="mse",
     ),
     Method(
         "learned-noise",
         build_learned_noise,
         "zero input, EKF on the nominal model with learned noise covariances (estimation only)",
         estimation_only,
-        config={"episodes": 100, "steps": 100, "fit_steps": 150, "lr": 0.02},
+        config={"lr": 0.02, **budget("learned-noise")},
+        family="learned optimization",
+        measure="mse",
     ),
     Method(
         "kalmannet",
         build_kalmannet,
         "zero input, KalmanNet on the nominal model (estimation only)",
         estimation_only,
-        config={"episodes": 100, "steps": 100, "fit_steps": 300, "lr": 1e-3},
+        config={"lr": 1e-3, **budget("kalmannet")},
+        family="DNN-aided",
+        measure="mse",
     ),
     Method(
         "rnn",
         build_rnn,
         "zero input, GRU from measurements to states (estimation only)",
         estimation_only,
-        config={"episodes": 100, "steps": 100, "fit_steps": 300, "lr": 1e-2},
+        config={"lr": 1e-2, **budget("rnn")},
+        family="data-centric",
+        measure="mse",
     ),
     Method(
         "mpc-nominal",
@@ -125,12 +142,11 @@ for _method in (
         has_inputs,
         config={
             **_MPC_CONFIG,
-            "rounds": 3,
-            "episodes": 20,
-            "fit_steps": 1500,
+            **budget("neural-mpc"),
             "exploration_std": 0.05,
             "states": "privileged",
         },
+        family="DNN-aided",
     ),
     Method(
         "learned-noise-lqg",
@@ -139,10 +155,11 @@ for _method in (
         "tuned on the closed-loop cost in a learned simulator",
         regulates_the_origin,
         config={
-            **_LEARNED_NOISE_LQG,
-            "closed_loop_steps": 100,
+            **_LEARNED_LQG,
+            **budget("learned-noise-lqg"),
             "closed_loop_options": {"lr": 1e-2},
         },
+        family="learned optimization",
     ),
     Method(
         "kalmannet-lqg",
@@ -150,21 +167,24 @@ for _method in (
         "LQG on the nominal model with KalmanNet as the estimator, trained on closed-loop data, "
         "then tuned on the closed-loop cost in a learned simulator",
         regulates_the_origin,
-        config={**_KALMANNET_LQG, "closed_loop_steps": 300},
+        config={**_LEARNED_LQG, **budget("kalmannet-lqg")},
+        family="DNN-aided",
     ),
     Method(
         "learned-noise-lqg-state",
         build_learned_noise_lqg,
         "learned-noise-lqg trained on the state error only (no closed-loop tuning)",
         regulates_the_origin,
-        config=_LEARNED_NOISE_LQG,
+        config={**_LEARNED_LQG, **_state_only("learned-noise-lqg")},
+        family="learned optimization",
     ),
     Method(
         "kalmannet-lqg-state",
         build_kalmannet_lqg,
         "kalmannet-lqg trained on the state error only (no closed-loop tuning)",
         regulates_the_origin,
-        config=_KALMANNET_LQG,
+        config={**_LEARNED_LQG, **_state_only("kalmannet-lqg")},
+        family="DNN-aided",
     ),
     Method(
         "ppo",
@@ -172,6 +192,7 @@ for _method in (
         "PPO (Stable-Baselines3) observing the nominal KF/EKF estimate; long training",
         has_inputs,
         config={"observation": "estimate"},
+        family="data-centric",
     ),
     Method(
         "sac",
@@ -179,6 +200,7 @@ for _method in (
         "SAC (Stable-Baselines3) observing the nominal KF/EKF estimate; long training",
         has_inputs,
         config={"observation": "estimate"},
+        family="data-centric",
     ),
     Method(
         "ppo-measurement",
@@ -186,6 +208,7 @@ for _method in (
         "PPO (Stable-Baselines3) observing the last measurements (history of 4); long training",
         has_inputs,
         config={"observation": "measurement"},
+        family="data-centric",
     ),
     Method(
         "sac-measurement",
@@ -193,6 +216,7 @@ for _method in (
         "SAC (Stable-Baselines3) observing the last measurements (history of 4); long training",
         has_inputs,
         config={"observation": "measurement"},
+        family="data-centric",
     ),
 ):
     register_method(_method)

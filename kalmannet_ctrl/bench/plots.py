@@ -19,18 +19,27 @@ import numpy as np
 
 from .._io import atomic_write
 from ._figures import DPI, check_results, method_colours, new_figure, require_matplotlib
+from .gap_figure import _closed_cells, gap_figure
 from .results import CellResult, Results
 from .trajectories import has_samples, trajectory_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["cost_figure", "error_figure", "mismatch_figure", "trajectory_figure", "write_plots"]
+__all__ = [
+    "cost_figure",
+    "error_figure",
+    "gap_figure",
+    "mismatch_figure",
+    "trajectory_figure",
+    "write_plots",
+]
 
 log = logging.getLogger(__name__)
 
 _ORACLE_HATCH = "//"
 _COST_LABEL = "average cost per step"
+_MSE_LABEL = "estimation MSE [dB]"
 
 
 def _spans_decades(values: Sequence[float], decades: float = 2.0) -> bool:
@@ -52,7 +61,9 @@ def cost_figure(results: Results) -> Figure:
     """Bar chart of the average cost per step of every method, one panel per scenario.
 
     Each bar carries its 95 % confidence interval (``cost_ci95``) as error bar; the oracle's bar
-    is hatched. A panel whose costs span more than two decades gets a log axis.
+    is hatched. A panel whose costs span more than two decades gets a log axis. A scenario whose
+    methods are all estimation-only (``measure == "mse"``: zero input, so the same cost for
+    every method) shows their estimation MSE in dB instead.
 
     Parameters
     ----------
@@ -83,11 +94,17 @@ def cost_figure(results: Results) -> Figure:
     for ax, scenario in zip(axes, scenarios, strict=True):
         group = [c for c in cells if c.scenario == scenario]
         x = np.arange(len(group))
-        costs = [float(c.cost) for c in group]
+        estimation = all(c.measure == "mse" for c in group)
+        if estimation:  # zero input: every method's cost is the same, the estimates differ
+            costs = [float(c.mse_db) for c in group]
+            errors = [math.nan] * len(group)
+        else:
+            costs = [float(c.cost) for c in group]
+            errors = [float(c.cost_ci95) for c in group]
         bars = ax.bar(
             x,
             costs,
-            yerr=[float(c.cost_ci95) for c in group],
+            yerr=errors,
             color=[colours[c.method] for c in group],
             edgecolor="black",
             linewidth=0.6,
@@ -101,8 +118,8 @@ def cost_figure(results: Results) -> Figure:
                 any_oracle = True
         ax.set_xticks(x, [c.method for c in group], rotation=30, ha="right", fontsize=8)
         ax.set_title(scenario, fontsize=10)
-        ax.set_ylabel(_COST_LABEL)
-        if _spans_decades(costs):
+        ax.set_ylabel(_MSE_LABEL if estimation else _COST_LABEL)
+        if not estimation and _spans_decades(costs):
             ax.set_yscale("log")
         ax.grid(axis="y", alpha=0.3)
     if any_oracle:
@@ -118,7 +135,7 @@ def cost_figure(results: Results) -> Figure:
             loc="outside upper right",
             fontsize=8,
         )
-    fig.suptitle("Closed-loop cost (mean ± 95 % CI)")
+    fig.suptitle("Cost per step (± 95 % CI); MSE where the input is zero")
     return fig
 
 
@@ -336,7 +353,8 @@ def write_plots(
 ) -> list[Path]:
     """Write the figures of a comparison as PNG files into ``folder``.
 
-    Writes ``costs.png`` (:func:`cost_figure`), ``estimation_error.png`` (:func:`error_figure`)
+    Writes ``gap_closed.png`` (:func:`~kalmannet_ctrl.bench.gap_figure.gap_figure`, the headline
+    figure), ``costs.png`` (:func:`cost_figure`), ``estimation_error.png`` (:func:`error_figure`)
     and ``trajectories.png`` (:func:`trajectory_figure`), plus ``mismatch.png``
     (:func:`mismatch_figure`) when ``mismatch_parameter`` is given and some scenario sets it.
     Figures that would be empty (no estimation curves, no samples) are skipped. Each file is
@@ -379,7 +397,10 @@ def write_plots(
         raise kind(
             f"folder: cannot create the plot folder {folder} ({exc.strerror or exc})"
         ) from exc
-    jobs: list[tuple[str, Callable[[], Figure]]] = [("costs.png", lambda: cost_figure(results))]
+    jobs: list[tuple[str, Callable[[], Figure]]] = []
+    if _closed_cells(results):
+        jobs.append(("gap_closed.png", lambda: gap_figure(results)))
+    jobs.append(("costs.png", lambda: cost_figure(results)))
     if _error_scenarios(results):
         jobs.append(("estimation_error.png", lambda: error_figure(results)))
     if any(has_samples(c) for c in results):

@@ -9,23 +9,25 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .. import __version__
 from .._io import atomic_write_text
+from .._progress import bar
 from .._validation import check_positive_int
 from ..training.rollout import Rollout, run_episodes
 from .cache import ArtifactCache, stable_hash
 from .methods import BuildContext, Method
+from .presets import BUDGETS
 from .results import CellResult, Results
 from .scenario import Scenario
+from .status import Status, cell_reporting, local_sink, worker_init
 
 __all__ = ["CellTask", "LocalExecutor", "compare", "run_cell"]
 
@@ -70,15 +72,16 @@ def run_cell(task: CellTask) -> CellResult | None:
     start = time.perf_counter()
     cache = ArtifactCache(None if task.cache_root is None else Path(task.cache_root) / "artifacts")
     ctx = BuildContext(scenario, env, task.seed, cache, method=method)
-    controller = method.build(ctx)
-    build_s = time.perf_counter() - start
-
     B, T = task.episodes, scenario.steps
-    envs = scenario.make_vec(B)
-    try:
-        roll = run_episodes(envs, controller, T, seed=task.seed, estimates=True)
-    finally:
-        envs.close()
+    with cell_reporting((scenario.label, method.name)):
+        controller = method.build(ctx)
+        build_s = time.perf_counter() - start
+        envs = scenario.make_vec(B)
+        try:
+            with bar(desc="evaluate", total=T, enabled=False) as steps:
+                roll = run_episodes(envs, controller, T, seed=task.seed, estimates=True, bar=steps)
+        finally:
+            envs.close()
     if roll.alive.any():  # pragma: no cover - the vector env truncates at T
         raise RuntimeError("run_cell: episodes did not end at the scenario's episode length")
     assert roll.x is not None
@@ -87,7 +90,7 @@ def run_cell(task: CellTask) -> CellResult | None:
     success = env.unwrapped.succeeded(roll.x[:, : taken + 1], lengths, failed)
     # summed step by step, as the episodes ran
     per_episode = -np.cumsum(np.where(roll.running, roll.reward, 0.0), axis=1)[:, -1] / T
-    mse_db, per_step = _estimation_error(roll)
+    mse_db, per_step, per_episode_err = _estimation_error(roll)
     return CellResult(
         scenario=scenario.label,
         env_id=scenario.env_id,
@@ -103,6 +106,12 @@ def run_cell(task: CellTask) -> CellResult | None:
         latency_us=roll.predict_s / max(taken, 1) / B * 1e6,
         wall_s=time.perf_counter() - start,
         oracle=method.oracle,
+        family=method.family,
+        baseline=method.baseline,
+        measure=method.measure,
+        episode_costs=per_episode.tolist(),
+        episode_sq_err=per_episode_err[0],
+        episode_est_steps=per_episode_err[1],
         train_env_steps=int(ctx.train_info.get("env_steps", 0)),
         mse_db_per_step=per_step,
         samples=_samples(roll, taken),
@@ -111,23 +120,27 @@ def run_cell(task: CellTask) -> CellResult | None:
     )
 
 
-def _estimation_error(roll: Rollout) -> tuple[float, list[float]]:
-    """The estimation MSE in dB over every running step, and per step (NaN where none ran)."""
+def _estimation_error(
+    roll: Rollout,
+) -> tuple[float, list[float], tuple[list[float], list[int]]]:
+    """The estimation MSE in dB over every running step, per step (NaN where none ran), and
+    per episode (summed squared error and the steps summed, for the bootstrap)."""
     if roll.estimate is None:
-        return math.nan, []
+        return math.nan, [], ([], [])
     assert roll.x is not None
     T = roll.running.shape[1]
-    err = ((roll.estimate - roll.x[:, :T]) ** 2).mean(2)
-    sq_err_sum = np.array([err[roll.running[:, t], t].sum() for t in range(T)])
+    err = np.where(roll.running, ((roll.estimate - roll.x[:, :T]) ** 2).mean(2), 0.0)
+    sq_err_sum = err.sum(0)
     sq_err_count = roll.running.sum(0).astype(np.float64)
+    per_episode = (err.sum(1).tolist(), roll.running.sum(1).astype(int).tolist())
     if sq_err_count.sum() == 0:
-        return math.nan, []
+        return math.nan, [], per_episode
     mse = float(sq_err_sum.sum() / sq_err_count.sum())
     per_step = [
         10 * math.log10(s / n) if n > 0 and s > 0 else math.nan
         for s, n in zip(sq_err_sum, sq_err_count, strict=True)
     ]
-    return (10 * math.log10(mse) if mse > 0 else -math.inf), per_step
+    return (10 * math.log10(mse) if mse > 0 else -math.inf), per_step, per_episode
 
 
 def _samples(roll: Rollout, taken: int) -> dict[str, Any]:
@@ -157,18 +170,44 @@ class LocalExecutor:
         )
 
     def map(
-        self, fn: Callable[[CellTask], Any], tasks: Sequence[CellTask]
+        self,
+        fn: Callable[[CellTask], Any],
+        tasks: Sequence[CellTask],
+        *,
+        status: Callable[..., None] | None = None,
     ) -> Iterable[tuple[int, Any]]:
-        """Yield ``(index, fn(task))`` as cells finish."""
+        """Yield ``(index, fn(task))`` as cells finish; the cells' progress reports go to
+        ``status(cell, stage, done, total)`` (see :mod:`kalmannet_ctrl.bench.status`)."""
         if self.workers == 1 or len(tasks) <= 1:
-            for i, task in enumerate(tasks):
-                yield i, fn(task)
+            with local_sink(status):
+                for i, task in enumerate(tasks):
+                    yield i, fn(task)
             return
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=ctx) as pool:
+        queue = ctx.Queue()
+        workers = min(self.workers, len(tasks))
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=worker_init, initargs=(queue,)
+        ) as pool:
             futures = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
-            for fut in as_completed(futures):
-                yield futures[fut], fut.result()
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                _drain(queue, status)
+                for fut in done:
+                    yield futures[fut], fut.result()
+        queue.close()
+
+
+def _drain(queue: Any, status: Callable[..., None] | None) -> None:
+    """Pass every report waiting in ``queue`` to ``status``."""
+    while True:
+        try:
+            report = queue.get_nowait()
+        except Exception:  # queue.Empty, or a queue closed under us
+            return
+        if status is not None:
+            status(*report)
 
 
 def _cell_path(root: Path, task: CellTask) -> Path:
@@ -256,19 +295,40 @@ def compare(
             results[i] = cached
         else:
             todo.append(i)
+    # the cells that train first, so that the short ones fill the workers at the end
+    todo.sort(key=lambda i: not _trains(tasks[i].method))
     executor = executor or LocalExecutor()
-    bar = tqdm(total=len(todo), desc="compare", disable=not progress, leave=False)
+    workers = executor.workers if isinstance(executor, LocalExecutor) else 1
+    status = Status([tasks[i].method.name for i in todo], workers=workers)
+    cells = bar(desc="compare", total=len(todo), enabled=progress, unit="cell")
+
+    def show(*report: Any) -> None:
+        status.update(*report)
+        cells.set_postfix_str(status.line(), refresh=True)
+
     try:
-        for j, cell in executor.map(run_cell, [tasks[i] for i in todo]):
+        mapped = (
+            executor.map(run_cell, [tasks[i] for i in todo], status=show)
+            if isinstance(executor, LocalExecutor)
+            else executor.map(run_cell, [tasks[i] for i in todo])
+        )
+        for j, cell in mapped:
             i = todo[j]
             results[i] = cell
+            status.finish((tasks[i].scenario.label, tasks[i].method.name))
             if root is not None:
                 payload = json.dumps(None if cell is None else cell.to_dict(), default=str)
                 atomic_write_text(_cell_path(root, tasks[i]), payload)
-            bar.update(1)
+            cells.set_postfix_str(status.line(), refresh=False)
+            cells.update(1)
     finally:
-        bar.close()
+        cells.close()
     return Results(c for c in results if c is not None)
+
+
+def _trains(method: Method) -> bool:
+    """Whether the method has a training budget (its cells take longest)."""
+    return method.name in BUDGETS
 
 
 def _check_writable(root: Path) -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,16 +14,18 @@ import numpy as np
 __all__ = ["BestPolicy", "Checkpoints", "progress_callback"]
 
 
-def progress_callback(sb3: Any) -> tuple[bool, Any]:
-    """(use SB3's rich progress bar, or a plain tqdm callback) — SB3's needs tqdm and rich."""
-    if importlib.util.find_spec("rich") is not None:
-        return True, None
-    from tqdm import tqdm
+def progress_callback(sb3: Any, *, enabled: bool = True) -> Any:
+    """A callback counting the env steps on the library's progress bar (hidden unless
+    ``enabled`` and the output is a terminal; the count is always reported, see
+    :mod:`kalmannet_ctrl._progress`)."""
+    from .._progress import bar
 
-    class _TqdmCallback(sb3.common.callbacks.BaseCallback):  # type: ignore[misc, name-defined]
+    class _ProgressCallback(sb3.common.callbacks.BaseCallback):  # type: ignore[misc, name-defined]
         def _on_training_start(self) -> None:
-            total = self.locals["total_timesteps"] - self.model.num_timesteps
-            self.pbar = tqdm(total=total, unit="step", desc=type(self.model).__name__)
+            total = self.locals["total_timesteps"]
+            desc = type(self.model).__name__
+            self.pbar = bar(desc=desc, total=total, enabled=enabled, unit="step")
+            self.pbar.update(self.model.num_timesteps)  # resumed runs start where they were
 
         def _on_step(self) -> bool:
             self.pbar.update(self.training_env.num_envs)
@@ -33,7 +34,7 @@ def progress_callback(sb3: Any) -> tuple[bool, Any]:
         def _on_training_end(self) -> None:
             self.pbar.close()
 
-    return False, _TqdmCallback()
+    return _ProgressCallback()
 
 
 @dataclass(frozen=True)

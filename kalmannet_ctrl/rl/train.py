@@ -271,9 +271,9 @@ def _callbacks(
     *,
     callback: Any,
     progress: bool,
-) -> tuple[list[Any], BestPolicy | None, bool]:
+) -> tuple[list[Any], BestPolicy | None]:
     """The callbacks of ``learn`` in order (the caller's, best evaluation, checkpoints,
-    progress), the best-evaluation keeper (or None), and whether SB3 shows its progress bar."""
+    progress) and the best-evaluation keeper (or None)."""
     from stable_baselines3.common.env_util import make_vec_env
 
     callbacks: list[Any] = []
@@ -290,12 +290,8 @@ def _callbacks(
         callbacks.append(best.callback)
     if plan.checkpoint_every is not None:
         callbacks.append(checkpoints.callback(plan.checkpoint_every, plan.n_envs))
-    sb3_bar = False
-    if progress:
-        sb3_bar, bar = progress_callback(sb3)
-        if bar is not None:
-            callbacks.append(bar)
-    return callbacks, best, sb3_bar
+    callbacks.append(progress_callback(sb3, enabled=progress))
+    return callbacks, best
 
 
 def _close_log(model: Any) -> None:
@@ -432,7 +428,7 @@ def train_rl(
     env_kwargs : mapping, optional
         Passed to ``gym.make`` (e.g. ``{"mismatch": {...}}``).
     progress : bool, default True
-        Show a progress bar (SB3's when ``rich`` is installed, a plain tqdm bar otherwise).
+        Show a progress bar of the env steps (when the output is a terminal).
     log_dir : path-like, optional
         Where Monitor CSVs (``monitor/``), SB3's CSV log (``progress.csv``, closed when the
         call returns), checkpoints (``checkpoints/``) and the final controller (``final.zip`` +
@@ -525,7 +521,7 @@ def train_rl(
     model = None
     try:
         model = _algorithm(sb3, plan, venv, checkpoints, device=device, verbose=verbose)
-        callbacks, best, sb3_bar = _callbacks(
+        callbacks, best = _callbacks(
             sb3, plan, spec, venv, checkpoints, callback=callback, progress=progress
         )
         remaining = plan.total_timesteps - model.num_timesteps
@@ -534,7 +530,7 @@ def train_rl(
                 remaining,
                 callback=callbacks or None,
                 reset_num_timesteps=checkpoints.latest is None,
-                progress_bar=sb3_bar,
+                progress_bar=False,
             )
         train_s = time.perf_counter() - start
         obs_normalization = _obs_normalization(venv)

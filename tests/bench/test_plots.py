@@ -457,6 +457,72 @@ def test_missing_matplotlib_names_the_pip_command(build, monkeypatch, tmp_path):
     assert not (tmp_path / "unused").exists()
 
 
+# ------------------------------------------------------------------------------ gap closed
+
+
+def _gap_cells() -> Results:
+    def c(scenario, method, cost, **kw):
+        out = cell(scenario, method, cost, **{k: v for k, v in kw.items() if k == "oracle"})
+        out.baseline = kw.get("baseline", False)
+        out.family = kw.get("family", "model-based")
+        out.measure = kw.get("measure", "cost")
+        out.mse_db = kw.get("mse_db", math.nan)
+        return out
+
+    return Results(
+        [
+            c("A", "oracle", 1.0, oracle=True),
+            c("A", "nominal", 2.0, baseline=True),
+            c("A", "dnn", 1.2, family="DNN-aided"),
+            c("A", "rl", 80.0, family="data-centric"),
+            c("E", "ekf-oracle", 5.0, oracle=True, measure="mse", mse_db=-30.0),
+            c("E", "ekf-nominal", 5.0, baseline=True, measure="mse", mse_db=-10.0),
+            c("E", "kalmannet", 5.0, family="DNN-aided", measure="mse", mse_db=-25.0),
+        ]
+    )
+
+
+@needs_mpl
+def test_gap_figure_draws_each_methods_share_coloured_by_family_and_cuts_outliers():
+    from matplotlib.colors import to_hex
+
+    from kalmannet_ctrl.bench.gap_figure import FAMILY_COLOURS, LIMITS, gap_figure
+
+    results = _gap_cells()
+    fig = gap_figure(results)
+    ax = fig.axes[0]
+    patches = [p for p in ax.patches if p.get_label().startswith(("A:", "E:"))]
+    labels = [p.get_label() for p in patches]
+    assert labels == ["A: dnn", "A: rl", "E: kalmannet"]  # the references are not bars
+    heights = [p.get_height() for p in patches]
+    rl = results.get("A", "rl").gap_closed_pct  # (2 - 80) / (2 - 1): -7800 %
+    assert rl == pytest.approx(-7800.0)
+    assert heights == pytest.approx([80.0, LIMITS[0], 75.0])
+    assert any("-7800 %" in t.get_text() for t in ax.texts)
+    assert to_hex(patches[0].get_facecolor()) == FAMILY_COLOURS["DNN-aided"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["dnn", "rl", "kalmannet (MSE)"]
+
+
+@needs_mpl
+def test_gap_figure_needs_references_and_write_plots_puts_it_first(tmp_path):
+    from kalmannet_ctrl.bench.gap_figure import gap_figure
+
+    with pytest.raises(ValueError, match="no cell has a gap closed"):
+        gap_figure(Results([cell("A", "x", 1.0), cell("A", "y", 2.0, oracle=True)]))
+    paths = plots.write_plots(_gap_cells(), tmp_path)
+    assert paths[:2] == [tmp_path / "gap_closed.png", tmp_path / "costs.png"]
+
+
+@needs_mpl
+def test_cost_figure_shows_the_mse_of_estimation_only_scenarios():
+    fig = plots.cost_figure(_gap_cells())
+    ax = axis(fig, "E")
+    (bars,) = bar_containers(ax)
+    assert [p.get_height() for p in bars.patches] == pytest.approx([-30.0, -10.0, -25.0])
+    assert ax.get_ylabel() == "estimation MSE [dB]"
+    assert axis(fig, "A").get_ylabel() == "average cost per step"
+
+
 # --------------------------------------------------------------------------- real comparison
 
 
@@ -477,7 +543,7 @@ def test_write_plots_on_a_real_comparison(tmp_path):
     )
 
     paths = plots.write_plots(results, tmp_path / "plots", mismatch_parameter="input_scale")
-    assert [p.name for p in paths] == [
+    assert [p.name for p in paths] == [  # only references: no gap_closed.png
         "costs.png",
         "estimation_error.png",
         "trajectories.png",

@@ -271,6 +271,7 @@ def test_cli_sweep(tmp_path: Path, capsys) -> None:
         (["compare", "--sweep", "rotation_A_deg"], "--sweep: expected KEY=V1,V2"),
         (["compare", "--sweep", "nope=1"], "--sweep"),
         (["compare", "--episodes", "0"], "expected a positive integer"),
+        (["compare", "--preset", "tiny"], "unknown preset 'tiny'"),
         (["compare", "--executor", "dask"], "invalid choice"),
     ],
 )
@@ -301,6 +302,7 @@ def test_cli_list_and_train(tmp_path: Path, capsys) -> None:
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
     assert "kalmannet_ctrl/CartPole-v0" in out and "* lqg-oracle" in out and "cartpole-large" in out
+    assert "presets" in out and "quick:" in out and "full:" in out and "total_timesteps=" in out
     argv = ["train", "--scenarios", "linear", "lorenz", "--output", str(tmp_path), "--no-progress"]
     assert cli.main([*argv, "--methods", *QUICK_METHODS]) == 0
     out = capsys.readouterr().out

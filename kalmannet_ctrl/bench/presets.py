@@ -1,0 +1,129 @@
+"""Presets of the comparison: which methods run, and each learned method's training budget.
+
+A preset is data. :data:`BUDGETS` is the one place that lists, per learned method, the budget
+it trains with in each preset (keywords of its training function: rollouts, optimisation
+steps, RL timesteps); :data:`PRESETS` says which methods each preset runs and over how many
+episodes. The registered methods (:data:`~kalmannet_ctrl.bench.METHODS`) carry the ``"full"``
+budgets, so :func:`~kalmannet_ctrl.bench.get_method` gives the benchmarks' settings.
+
+- ``"quick"``, the default of ``kalmannet-ctrl compare``: every point of the spectrum on every
+  control scenario (oracle and nominal LQG, nominal MPC, learned-noise LQG, KalmanNet-LQG,
+  neural MPC and a Stable-Baselines3 policy), with budgets that fit a few minutes on 2 cores.
+- ``"full"``: the budgets the README's large tables come from, plus SAC; resumable, and meant
+  for Ray (``--executor ray``) when RL is in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .context import Method, get_method
+
+__all__ = ["BUDGETS", "DEFAULT_PRESET", "PRESETS", "Preset", "budget", "get_preset"]
+
+#: Per learned method, per preset: the training budget (config keys of the method).
+BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
+    "learned-noise": {
+        "quick": {"episodes": 50, "steps": 100, "fit_steps": 100},
+        "full": {"episodes": 100, "steps": 100, "fit_steps": 150},
+    },
+    "kalmannet": {
+        "quick": {"episodes": 100, "steps": 100, "fit_steps": 150},
+        "full": {"episodes": 100, "steps": 100, "fit_steps": 300},
+    },
+    "rnn": {
+        "quick": {"episodes": 100, "steps": 100, "fit_steps": 300},
+        "full": {"episodes": 100, "steps": 100, "fit_steps": 300},
+    },
+    "neural-mpc": {
+        "quick": {"rounds": 3, "episodes": 20, "fit_steps": 1500},
+        "full": {"rounds": 3, "episodes": 20, "fit_steps": 1500},
+    },
+    "learned-noise-lqg": {
+        "quick": {"episodes": 100, "steps": 100, "fit_steps": 150, "closed_loop_steps": 100},
+        "full": {"episodes": 100, "steps": 100, "fit_steps": 150, "closed_loop_steps": 100},
+    },
+    "kalmannet-lqg": {
+        "quick": {"episodes": 100, "steps": 100, "fit_steps": 300, "closed_loop_steps": 300},
+        "full": {"episodes": 100, "steps": 100, "fit_steps": 300, "closed_loop_steps": 300},
+    },
+    # RL: total env steps; "full" leaves them to the hyperparameter tables (rl/hyperparams/)
+    "ppo": {"quick": {"total_timesteps": 20_000}, "full": {}},
+    "ppo-measurement": {"quick": {"total_timesteps": 20_000}, "full": {}},
+    "sac": {"quick": {"total_timesteps": 10_000}, "full": {}},
+    "sac-measurement": {"quick": {"total_timesteps": 10_000}, "full": {}},
+}
+
+# the methods without training, and the estimation-only ones, that every preset runs
+_MODEL_BASED = ("lqg-oracle", "lqg-nominal", "mpc-nominal")
+_LEARNED_CONTROL = ("neural-mpc", "learned-noise-lqg", "kalmannet-lqg")
+_ESTIMATION = ("ekf-oracle", "ekf-nominal", "learned-noise", "kalmannet", "rnn")
+
+
+def budget(method: str, preset: str = "full") -> dict[str, Any]:
+    """The training budget of ``method`` in ``preset`` (empty for a method without one)."""
+    return dict(BUDGETS.get(method, {}).get(preset, {}))
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named set of methods with their budgets.
+
+    Parameters
+    ----------
+    name : str
+        The preset's name, the column of :data:`BUDGETS` it reads.
+    description : str
+    methods : tuple of str
+        The methods it runs when none are named.
+    episodes : int
+        Seeded evaluation episodes per cell.
+    """
+
+    name: str
+    description: str
+    methods: tuple[str, ...]
+    episodes: int = 100
+
+    def method(self, name: str) -> Method:
+        """The registered method ``name`` with this preset's budget in its config."""
+        method = get_method(name)
+        extra = budget(name, self.name)
+        if not extra:
+            return method
+        return replace(method, config={**method.config, **extra})
+
+    def resolve(self, names: Sequence[str] | None = None) -> list[Method]:
+        """The methods ``names`` (default :attr:`methods`), with this preset's budgets."""
+        return [self.method(n) for n in (self.methods if names is None else names)]
+
+
+#: The presets by name.
+PRESETS: dict[str, Preset] = {
+    "quick": Preset(
+        "quick",
+        "every point of the spectrum on every scenario, budgets for a few minutes on 2 cores",
+        _MODEL_BASED + _LEARNED_CONTROL + ("ppo",) + _ESTIMATION,
+    ),
+    "full": Preset(
+        "full",
+        "the benchmarks' budgets (the README's large tables), PPO and SAC at the "
+        "hyperparameter tables' budgets; hours on 2 cores: resumable, use --executor ray",
+        _MODEL_BASED + _LEARNED_CONTROL + ("ppo", "sac") + _ESTIMATION,
+    ),
+}
+
+#: The preset ``kalmannet-ctrl compare`` runs when none is named.
+DEFAULT_PRESET = "quick"
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(
+            f"preset: unknown preset {name!r}; expected one of {sorted(PRESETS)}"
+        ) from None
