@@ -8,12 +8,14 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .._io import atomic_write_text
 from ..errors import ParameterError
 from .cache import ArtifactCache, stable_hash
 from .scenario import Scenario
+
+T = TypeVar("T")
 
 __all__ = ["FAMILIES", "METHODS", "BuildContext", "Method", "get_method", "register_method"]
 
@@ -214,9 +216,13 @@ def register_method(method: Method, *, overwrite: bool = False) -> Method:
 
 def get_method(name: str) -> Method:
     """The registered method called ``name``."""
+    return lookup(METHODS, name, "method")
+
+
+def lookup(table: Mapping[str, T], name: str, what: str) -> T:
+    """``table[name]``, or a ValueError naming the ``what`` and the names there are."""
     try:
-        return METHODS[name]
+        return table[name]
     except KeyError:
-        raise ValueError(
-            f"method: unknown method {name!r}; expected one of {sorted(METHODS)}"
-        ) from None
+        known = sorted(table)
+        raise ValueError(f"{what}: unknown {what} {name!r}; expected one of {known}") from None

@@ -51,12 +51,13 @@ def gap_figure(results: Results) -> Figure:
     Parameters
     ----------
     results : Results
-        The cells of a comparison.
+        A comparison whose scenarios have their nominal baseline and oracle.
 
     Returns
     -------
-    matplotlib.figure.Figure
-        One axis; one bar per (scenario, method) with a gap closed, in the order of the cells.
+    Figure
+        A matplotlib figure with one axis; one bar per (scenario, method) with a gap closed,
+        in the order of the cells.
 
     Raises
     ------

@@ -11,6 +11,9 @@ This module registers the built-in methods (their build functions are in
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 from .builders import (
     build_ekf_nominal,
     build_ekf_oracle,
@@ -65,158 +68,156 @@ _LEARNED_LQG = {"exploration_std": 0.01}
 _MPC_CONFIG = {"horizon": 20, "swing_up_horizon": 30, "samples": 256, "rollout_dtype": "float32"}
 
 
-def _state_only(name: str) -> dict:
-    """The budget of ``name`` without its closed-loop tuning (the ``*-state`` variants)."""
-    return {k: v for k, v in budget(name).items() if k != "closed_loop_steps"}
+def _with_state_only(method: Method) -> tuple[Method, Method]:
+    """``method`` and its ``-state`` variant, trained on the state error only (its budget
+    without the closed-loop tuning)."""
+    tuning = ("closed_loop_steps", "closed_loop_options")
+    variant = replace(
+        method,
+        name=f"{method.name}-state",
+        description=f"{method.name} trained on the state error only (no closed-loop tuning)",
+        config={k: v for k, v in method.config.items() if k not in tuning},
+    )
+    return method, variant
 
 
+def _estimator(name: str, build: Any, lr: float, description: str) -> Method:
+    """A learned estimator run with zero input (estimation only; trained with learning rate
+    ``lr`` and the budget of :data:`~kalmannet_ctrl.bench.presets.BUDGETS`)."""
+    return Method(
+        name,
+        build,
+        f"zero input, {description} (estimation only)",
+        estimation_only,
+        config={"lr": lr, **budget(name)},
+        measure="mse",
+    )
+
+
+def _family(family: str, *methods: Method) -> tuple[Method, ...]:
+    """``methods``, each placed in ``family`` of the spectrum."""
+    return tuple(replace(m, family=family) for m in methods)
+
+
+# the table, from the model to the data (Method.family)
 for _method in (
-    Method(
-        "lqg-oracle",
-        build_lqg_oracle,
-        "LQG on the true model (linearized at the origin): the oracle",
-        regulates_the_origin,
-        oracle=True,
+    *_family(
+        "model-based",
+        Method(
+            "lqg-oracle",
+            build_lqg_oracle,
+            "LQG on the true model (linearized at the origin): the oracle",
+            regulates_the_origin,
+            oracle=True,
+        ),
+        Method(
+            "lqg-nominal",
+            build_lqg_nominal,
+            "LQG on the nominal model (linearized at the origin): the model-based baseline",
+            regulates_the_origin,
+            baseline=True,
+        ),
+        Method(
+            "ekf-oracle",
+            build_ekf_oracle,
+            "zero input, EKF on the true model (estimation only): the oracle",
+            estimation_only,
+            oracle=True,
+            measure="mse",
+        ),
+        Method(
+            "ekf-nominal",
+            build_ekf_nominal,
+            "zero input, EKF on the nominal model (estimation only)",
+            estimation_only,
+            baseline=True,
+            measure="mse",
+        ),
+        Method(
+            "mpc-nominal",
+            build_mpc_nominal,
+            "MPC on the nominal model (QP, sequential linearization, or MPPI for a swing-up)",
+            has_inputs,
+            config=_MPC_CONFIG,
+        ),
     ),
-    Method(
-        "lqg-nominal",
-        build_lqg_nominal,
-        "LQG on the nominal model (linearized at the origin): the model-based baseline",
-        regulates_the_origin,
-        baseline=True,
+    *_family(
+        "learned optimization",
+        _estimator(
+            "learned-noise", build_learned_noise, 0.02, "EKF with noise covariances learned"
+        ),
+        *_with_state_only(
+            Method(
+                "learned-noise-lqg",
+                build_learned_noise_lqg,
+                "LQG on the nominal model, KF/EKF noise covariances learned on closed-loop data, "
+                "then tuned on the closed-loop cost in a learned simulator",
+                regulates_the_origin,
+                config={
+                    **_LEARNED_LQG,
+                    **budget("learned-noise-lqg"),
+                    "closed_loop_options": {"lr": 1e-2},
+                },
+            )
+        ),
     ),
-    Method(
-        "ekf-oracle",
-        build_ekf_oracle,
-        "zero input, EKF on the true model (estimation only): the oracle",
-        estimation_only,
-        oracle=True,
-        measure="mse",
+    *_family(
+        "DNN-aided",
+        _estimator("kalmannet", build_kalmannet, 1e-3, "KalmanNet on the nominal model"),
+        Method(
+            "neural-mpc",
+            build_neural_mpc,
+            "MPC on the nominal model plus a residual network learned in closed-loop rounds",
+            has_inputs,
+            config={
+                **_MPC_CONFIG,
+                **budget("neural-mpc"),
+                "exploration_std": 0.05,
+                "states": "privileged",
+            },
+        ),
+        *_with_state_only(
+            Method(
+                "kalmannet-lqg",
+                build_kalmannet_lqg,
+                "LQG on the nominal model with KalmanNet as the estimator, trained on closed-loop "
+                "data, then tuned on the closed-loop cost in a learned simulator",
+                regulates_the_origin,
+                config={**_LEARNED_LQG, **budget("kalmannet-lqg")},
+            )
+        ),
     ),
-    Method(
-        "ekf-nominal",
-        build_ekf_nominal,
-        "zero input, EKF on the nominal model (estimation only)",
-        estimation_only,
-        baseline=True,
-        measure="mse",
-    ),
-    Method(
-        "learned-noise",
-        build_learned_noise,
-        "zero input, EKF on the nominal model with learned noise covariances (estimation only)",
-        estimation_only,
-        config={"lr": 0.02, **budget("learned-noise")},
-        family="learned optimization",
-        measure="mse",
-    ),
-    Method(
-        "kalmannet",
-        build_kalmannet,
-        "zero input, KalmanNet on the nominal model (estimation only)",
-        estimation_only,
-        config={"lr": 1e-3, **budget("kalmannet")},
-        family="DNN-aided",
-        measure="mse",
-    ),
-    Method(
-        "rnn",
-        build_rnn,
-        "zero input, GRU from measurements to states (estimation only)",
-        estimation_only,
-        config={"lr": 1e-2, **budget("rnn")},
-        family="data-centric",
-        measure="mse",
-    ),
-    Method(
-        "mpc-nominal",
-        build_mpc_nominal,
-        "MPC on the nominal model (QP, sequential linearization, or MPPI for a swing-up)",
-        has_inputs,
-        config=_MPC_CONFIG,
-    ),
-    Method(
-        "neural-mpc",
-        build_neural_mpc,
-        "MPC on the nominal model plus a residual network learned in closed-loop rounds",
-        has_inputs,
-        config={
-            **_MPC_CONFIG,
-            **budget("neural-mpc"),
-            "exploration_std": 0.05,
-            "states": "privileged",
-        },
-        family="DNN-aided",
-    ),
-    Method(
-        "learned-noise-lqg",
-        build_learned_noise_lqg,
-        "LQG on the nominal model, KF/EKF noise covariances learned on closed-loop data, then "
-        "tuned on the closed-loop cost in a learned simulator",
-        regulates_the_origin,
-        config={
-            **_LEARNED_LQG,
-            **budget("learned-noise-lqg"),
-            "closed_loop_options": {"lr": 1e-2},
-        },
-        family="learned optimization",
-    ),
-    Method(
-        "kalmannet-lqg",
-        build_kalmannet_lqg,
-        "LQG on the nominal model with KalmanNet as the estimator, trained on closed-loop data, "
-        "then tuned on the closed-loop cost in a learned simulator",
-        regulates_the_origin,
-        config={**_LEARNED_LQG, **budget("kalmannet-lqg")},
-        family="DNN-aided",
-    ),
-    Method(
-        "learned-noise-lqg-state",
-        build_learned_noise_lqg,
-        "learned-noise-lqg trained on the state error only (no closed-loop tuning)",
-        regulates_the_origin,
-        config={**_LEARNED_LQG, **_state_only("learned-noise-lqg")},
-        family="learned optimization",
-    ),
-    Method(
-        "kalmannet-lqg-state",
-        build_kalmannet_lqg,
-        "kalmannet-lqg trained on the state error only (no closed-loop tuning)",
-        regulates_the_origin,
-        config={**_LEARNED_LQG, **_state_only("kalmannet-lqg")},
-        family="DNN-aided",
-    ),
-    Method(
-        "ppo",
-        build_ppo,
-        "PPO (Stable-Baselines3) observing the nominal KF/EKF estimate; long training",
-        has_inputs,
-        config={"observation": "estimate"},
-        family="data-centric",
-    ),
-    Method(
-        "sac",
-        build_sac,
-        "SAC (Stable-Baselines3) observing the nominal KF/EKF estimate; long training",
-        has_inputs,
-        config={"observation": "estimate"},
-        family="data-centric",
-    ),
-    Method(
-        "ppo-measurement",
-        build_ppo,
-        "PPO (Stable-Baselines3) observing the last measurements (history of 4); long training",
-        has_inputs,
-        config={"observation": "measurement"},
-        family="data-centric",
-    ),
-    Method(
-        "sac-measurement",
-        build_sac,
-        "SAC (Stable-Baselines3) observing the last measurements (history of 4); long training",
-        has_inputs,
-        config={"observation": "measurement"},
-        family="data-centric",
+    *_family(
+        "data-centric",
+        _estimator("rnn", build_rnn, 1e-2, "GRU from measurements to states"),
+        Method(
+            "ppo",
+            build_ppo,
+            "PPO (Stable-Baselines3) observing the nominal KF/EKF estimate; long training",
+            has_inputs,
+            config={"observation": "estimate"},
+        ),
+        Method(
+            "sac",
+            build_sac,
+            "SAC (Stable-Baselines3) observing the nominal KF/EKF estimate; long training",
+            has_inputs,
+            config={"observation": "estimate"},
+        ),
+        Method(
+            "ppo-measurement",
+            build_ppo,
+            "PPO (Stable-Baselines3) observing the last measurements (history of 4); long training",
+            has_inputs,
+            config={"observation": "measurement"},
+        ),
+        Method(
+            "sac-measurement",
+            build_sac,
+            "SAC (Stable-Baselines3) observing the last measurements (history of 4); long training",
+            has_inputs,
+            config={"observation": "measurement"},
+        ),
     ),
 ):
     register_method(_method)

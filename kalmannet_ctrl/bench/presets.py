@@ -19,41 +19,37 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .context import Method, get_method
+from .context import Method, get_method, lookup
 
 __all__ = ["BUDGETS", "DEFAULT_PRESET", "PRESETS", "Preset", "budget", "get_preset"]
 
-#: Per learned method, per preset: the training budget (config keys of the method).
+_ROLLOUTS = {"episodes": 100, "steps": 100}  # 10,000 env steps
+
+#: Per learned method, per preset: the training budget (config keys of the method). The
+#: ``"full"`` column is the registered methods' (the benchmarks'); ``"quick"`` changes some keys.
+_FULL: dict[str, dict[str, Any]] = {
+    "learned-noise": {**_ROLLOUTS, "fit_steps": 150},
+    "kalmannet": {**_ROLLOUTS, "fit_steps": 300},
+    "rnn": {**_ROLLOUTS, "fit_steps": 300},
+    "neural-mpc": {"rounds": 3, "episodes": 20, "fit_steps": 1500},
+    "learned-noise-lqg": {**_ROLLOUTS, "fit_steps": 150, "closed_loop_steps": 100},
+    "kalmannet-lqg": {**_ROLLOUTS, "fit_steps": 300, "closed_loop_steps": 300},
+    # RL: "full" leaves the env steps to the hyperparameter tables (rl/hyperparams/)
+    "ppo": {},
+    "ppo-measurement": {},
+    "sac": {},
+    "sac-measurement": {},
+}
+_QUICK: dict[str, dict[str, Any]] = {
+    "learned-noise": {"episodes": 50, "fit_steps": 100},
+    "kalmannet": {"fit_steps": 150},
+    "ppo": {"total_timesteps": 20_000},
+    "ppo-measurement": {"total_timesteps": 20_000},
+    "sac": {"total_timesteps": 10_000},
+    "sac-measurement": {"total_timesteps": 10_000},
+}
 BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
-    "learned-noise": {
-        "quick": {"episodes": 50, "steps": 100, "fit_steps": 100},
-        "full": {"episodes": 100, "steps": 100, "fit_steps": 150},
-    },
-    "kalmannet": {
-        "quick": {"episodes": 100, "steps": 100, "fit_steps": 150},
-        "full": {"episodes": 100, "steps": 100, "fit_steps": 300},
-    },
-    "rnn": {
-        "quick": {"episodes": 100, "steps": 100, "fit_steps": 300},
-        "full": {"episodes": 100, "steps": 100, "fit_steps": 300},
-    },
-    "neural-mpc": {
-        "quick": {"rounds": 3, "episodes": 20, "fit_steps": 1500},
-        "full": {"rounds": 3, "episodes": 20, "fit_steps": 1500},
-    },
-    "learned-noise-lqg": {
-        "quick": {"episodes": 100, "steps": 100, "fit_steps": 150, "closed_loop_steps": 100},
-        "full": {"episodes": 100, "steps": 100, "fit_steps": 150, "closed_loop_steps": 100},
-    },
-    "kalmannet-lqg": {
-        "quick": {"episodes": 100, "steps": 100, "fit_steps": 300, "closed_loop_steps": 300},
-        "full": {"episodes": 100, "steps": 100, "fit_steps": 300, "closed_loop_steps": 300},
-    },
-    # RL: total env steps; "full" leaves them to the hyperparameter tables (rl/hyperparams/)
-    "ppo": {"quick": {"total_timesteps": 20_000}, "full": {}},
-    "ppo-measurement": {"quick": {"total_timesteps": 20_000}, "full": {}},
-    "sac": {"quick": {"total_timesteps": 10_000}, "full": {}},
-    "sac-measurement": {"quick": {"total_timesteps": 10_000}, "full": {}},
+    name: {"quick": {**full, **_QUICK.get(name, {})}, "full": full} for name, full in _FULL.items()
 }
 
 # the methods without training, and the estimation-only ones, that every preset runs
@@ -121,9 +117,4 @@ DEFAULT_PRESET = "quick"
 
 def get_preset(name: str) -> Preset:
     """The preset called ``name``."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ValueError(
-            f"preset: unknown preset {name!r}; expected one of {sorted(PRESETS)}"
-        ) from None
+    return lookup(PRESETS, name, "preset")
