@@ -4,7 +4,9 @@ For each controller, prints one row of a Markdown table with
 
 - the per-step latency at B = 1: median and 95th percentile of the time of one
   ``predict(observation, state, episode_start)`` call (estimator step + planning), over
-  ``--steps`` closed-loop steps after ``--warmup`` steps, and
+  ``--steps`` closed-loop steps after ``--warmup-episodes`` episodes and ``--warmup`` more steps
+  (what a controller computes once and keeps, such as the Kalman filter's gains from the prior,
+  is computed in the first episode), and
 - the batched throughput at B = 100: milliseconds per ``predict`` call on 100 environments and
   the resulting controller steps per second summed over the environments.
 
@@ -16,7 +18,10 @@ same) with the env's actuator bounds.
 Usage::
 
     python benchmarks/control_latency.py [--threads 1] [--steps 300] [--warmup 30]
-                                         [--batch-steps 40] [--only ltv mppi ...]
+                                         [--warmup-episodes 1] [--batch-steps 40]
+                                         [--only lqg mppi ...]
+
+``--only`` keeps the rows whose controller name contains one of the words (case-insensitive).
 
 One torch thread by default: at B = 1 the operations are too small to gain from a second
 thread, and on a machine whose cores are shared (the second core busy with the env or other
@@ -171,22 +176,30 @@ def neural_mpc_cases() -> list[Case]:
     ]
 
 
-def time_predict(case: Case, num_envs: int, steps: int, warmup: int, seed: int = 0) -> np.ndarray:
-    """Seconds per ``predict`` call over ``steps`` closed-loop steps after ``warmup`` steps."""
+def time_predict(
+    case: Case, num_envs: int, steps: int, warmup: int, seed: int = 0, warmup_episodes: int = 0
+) -> np.ndarray:
+    """Seconds per ``predict`` call over ``steps`` closed-loop steps, after ``warmup_episodes``
+    episodes (of the first env) and then ``warmup`` steps, none of them timed."""
     venv = gym.make_vec(case.env_id, num_envs=num_envs, **(case.env_kwargs or {}))
     try:
         ctrl = case.make(venv.unwrapped)
         obs, _ = venv.reset(seed=seed)
         state, start = None, np.ones(num_envs, dtype=bool)
-        times = []
-        for t in range(warmup + steps):
+        times: list[float] = []
+        episodes, untimed = 0, warmup
+        while len(times) < steps:
             t0 = time.perf_counter()
             action, state = ctrl.predict(obs, state, start)
             elapsed = time.perf_counter() - t0
-            if t >= warmup:
-                times.append(elapsed)
+            if episodes >= warmup_episodes:
+                if untimed:
+                    untimed -= 1
+                else:
+                    times.append(elapsed)
             obs, _, terminated, truncated, _ = venv.step(action)
             start = terminated | truncated
+            episodes += bool(start[0])
     finally:
         venv.close()
     return np.asarray(times)
@@ -196,18 +209,30 @@ def main() -> None:
     parser = make_parser(__doc__)
     parser.add_argument("--steps", type=int, default=300, help="timed steps at B = 1")
     parser.add_argument("--warmup", type=int, default=30, help="untimed steps before timing")
+    parser.add_argument(
+        "--warmup-episodes",
+        type=int,
+        default=1,
+        help="untimed episodes at B = 1 before the --warmup steps",
+    )
     parser.add_argument("--batch", type=int, default=100, help="B of the throughput column")
     parser.add_argument("--batch-steps", type=int, default=40, help="timed steps at B = --batch")
     parser.add_argument(
-        "--only", nargs="*", default=None, help="keep the rows whose name contains any of these"
+        "--only",
+        nargs="*",
+        default=None,
+        help="keep the rows whose name contains any of these (case-insensitive)",
     )
     args = parse(parser)
     cases = classical_cases() + neural_mpc_cases()
     if args.only:
-        cases = [c for c in cases if any(word in c.name for word in args.only)]
+        words = [word.lower() for word in args.only]
+        cases = [c for c in cases if any(word in c.name.lower() for word in words)]
+    batch_warmup = max(5, args.warmup // 3)
     print(
-        f"Control latency, {machine(args.threads)}; B = 1 over {args.steps} steps, "
-        f"B = {args.batch} over {args.batch_steps} steps (after {args.warmup} warm-up steps)\n"
+        f"Control latency, {machine(args.threads)}; B = 1 over {args.steps} steps after "
+        f"{args.warmup_episodes} episode(s) and {args.warmup} steps, B = {args.batch} over "
+        f"{args.batch_steps} steps (after {batch_warmup} steps)\n"
     )
     head = (
         f"| controller | env | settings | B=1 median [ms] | B=1 p95 [ms] "
@@ -216,8 +241,10 @@ def main() -> None:
     print(head)
     print("|" + "|".join("---" for _ in range(7)) + "|")
     for case in cases:
-        single = time_predict(case, 1, args.steps, args.warmup)
-        batched = time_predict(case, args.batch, args.batch_steps, max(5, args.warmup // 3))
+        single = time_predict(
+            case, 1, args.steps, args.warmup, warmup_episodes=args.warmup_episodes
+        )
+        batched = time_predict(case, args.batch, args.batch_steps, batch_warmup)
         per_batch = float(np.median(batched))
         env = case.env_id.split("/")[-1]
         print(

@@ -27,9 +27,14 @@ __all__ = [
     "check_linear_model",
     "episode_start_mask",
     "estimator_mean",
+    "no_episode_start",
+    "observation_row",
     "parse_input_bounds",
     "resume_state",
 ]
+
+# the NumPy dtypes an observation converts from exactly as torch does (native byte order)
+_NUMPY_FLOATS = frozenset(map(np.dtype, (np.float64, np.float32, np.float16)))
 
 
 def check_finite_rows(y: Tensor, name: str, allow_nan: bool) -> None:
@@ -140,6 +145,52 @@ def as_action(u: Tensor, single: bool, np_dtype: np.dtype) -> np.ndarray:
     """
     out = u.detach().cpu().numpy().astype(np_dtype, copy=False)
     return out[0] if single else out
+
+
+def observation_row(observation: Any, n: int) -> tuple[np.ndarray, bool] | None:
+    """One observation as a (1, n) NumPy row, for a controller's NumPy path, or None.
+
+    Only a NumPy float16/32/64 array of shape (n,) or (1, n) qualifies (its values are not
+    checked); anything else is for :func:`as_observation_batch` to convert and check.
+
+    Returns
+    -------
+    (row, single) or None
+        ``row`` is a (1, n) view of the observation in its dtype; ``single`` as in
+        :class:`ObservationBatch`.
+
+    Shapes
+    ------
+    observation : (n,) or (1, n) -> row (1, n)
+    """
+    if type(observation) is not np.ndarray or observation.dtype not in _NUMPY_FLOATS:
+        return None
+    shape = observation.shape
+    if shape == (n,):
+        return observation.reshape(1, n), True
+    if shape == (1, n):
+        return observation, False
+    return None
+
+
+def no_episode_start(episode_start: Any, batch_size: int) -> bool:
+    """True when ``episode_start`` certainly restarts no row: None, False, or a NumPy (B,) array
+    of bools or numbers that are all zero. False for anything else, which
+    :func:`episode_start_mask` then reads and checks.
+
+    Shapes
+    ------
+    episode_start : (B,) or scalar
+    """
+    if episode_start is None or episode_start is False:
+        return True
+    if type(episode_start) is np.ndarray:
+        return (
+            episode_start.shape == (batch_size,)
+            and episode_start.dtype.kind in "biuf"
+            and not any(episode_start.tolist())  # NaN counts as a start, as in the mask
+        )
+    return isinstance(episode_start, np.bool_) and not episode_start
 
 
 def episode_start_mask(

@@ -362,10 +362,21 @@ class BaseController(abc.ABC):
         ------
         observation : (n_y,) or (B, n_y) -> action (n_u,) or (B, n_u)
         """
+        fast = self._fast_predict(observation, state, episode_start, deterministic)
+        if fast is not None:
+            return fast
         obs = self._observation_batch(observation)
         with torch.inference_mode() if self.inference_safe else torch.no_grad():
             u, new_state = self._run(state, obs.value, episode_start, deterministic)
         return as_action(u, obs.single, obs.np_dtype), new_state
+
+    def _fast_predict(
+        self, observation: Any, state: Any, episode_start: Any, deterministic: bool
+    ) -> tuple[np.ndarray, Any] | None:
+        """A subclass's shortcut for :meth:`predict` where it applies with the same result (to
+        round-off) and the same state, or None: :meth:`predict` then converts, checks, resets and
+        calls :meth:`act`."""
+        return None
 
     def _observation_batch(self, observation: Any) -> ObservationBatch:
         """``observation`` as a checked (B, n_y) batch in :attr:`dtype` (as :meth:`predict`)."""

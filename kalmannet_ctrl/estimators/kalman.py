@@ -17,6 +17,19 @@ from .base import FilterResult, GaussianFilter, GaussianState, gain_and_joseph, 
 __all__ = ["KalmanFilter", "SteadyStateGain", "steady_state_gain"]
 
 
+class _Affine(NamedTuple):
+    """One step of the cached recursion as a map: x̂_t = [x̂_{t-1}, y_t, u_{t-1}] M, then P_t.
+
+    M stacks ((I − K_t C) A)', K_t' and ((I − K_t C) B)' (at t = 0, with no prediction,
+    (I − K_0 C)', K_0' and zeros).
+    """
+
+    matrix: Tensor  # M (n_x + n_y + n_u, n_x)
+    no_input: Tensor  # M[: n_x + n_y], for a step without u_{t-1}
+    cov: Tensor  # P_{t|t}, the object the recursion keeps (the next step recognizes it)
+    matrix_np: np.ndarray  # M as a NumPy view (the model is on the CPU)
+
+
 class _Stationary(NamedTuple):
     """Constants of the converged filter: x̂_t = x̂_{t-1} Φ' + u_{t-1} Γ' + y_t K'."""
 
@@ -43,6 +56,8 @@ class _ModelCache:
         self.gains: list[Tensor] = []
         self.covs: list[Tensor] = []
         self.index: dict[int, int] = {}
+        self.steps: dict[int, _Affine] = {}  # schedule step t as a map (see _affine_step)
+        self.steady_step: _Affine | None = None
 
 
 class SteadyStateGain(NamedTuple):
@@ -122,7 +137,10 @@ class KalmanFilter(GaussianFilter):
 
     The covariance recursion does not depend on the data: while every trajectory of the batch
     shares it (same prior, no missing measurement) it is computed once, as an (n_x, n_x) matrix,
-    for the whole batch. Rows with missing measurements (NaN) get their own covariance.
+    for the whole batch. Rows with missing measurements (NaN) get their own covariance. The
+    recursion from the model's prior is kept for later batches and episodes; along it (or once
+    converged) a :meth:`step` of one trajectory on the CPU, where no gradient with respect to the
+    model is needed, is one affine map of (x̂_{t-1}, y_t, u_{t-1}), with the same result.
 
     Parameters
     ----------
@@ -221,9 +239,14 @@ class KalmanFilter(GaussianFilter):
         if not torch.is_grad_enabled():
             return False
         m = self.model
-        return any(
-            t.requires_grad
-            for t in (m.A, m.B, m.C, m.process_cov, m.measurement_cov, m.x0_mean, m.x0_cov)
+        return (  # written out: this runs at every step
+            m.A.requires_grad
+            or m.B.requires_grad
+            or m.C.requires_grad
+            or m.process_cov.requires_grad
+            or m.measurement_cov.requires_grad
+            or m.x0_mean.requires_grad
+            or m.x0_cov.requires_grad
         )
 
     def _stationary_of(self, cache: _ModelCache) -> _Stationary | None:
@@ -306,6 +329,72 @@ class KalmanFilter(GaussianFilter):
                 return mean, GaussianState(mean, cov, None)
         mean, new = super()._step(state, y, u_prev, complete)
         return mean, GaussianState(new.mean, self._snap(new.cov, fast), None)
+
+    # -- the one-trajectory shortcut of step ------------------------------------------------------
+    # Along the cached recursion (from the model's prior, or converged) a step is one affine map of
+    # the previous estimate, the measurement and the input: one concatenation and one product
+    # instead of step's conversions, checks and predict/update pieces. It is taken for B = 1 on
+    # the CPU, for a state on that recursion, complete finite inputs and where no gradient with
+    # respect to the model is needed; anything else takes the general path.
+
+    def _affine_step(self, state: Any) -> _Affine | None:
+        """The next step of ``state`` as a map, where ``state`` is on the cached recursion.
+
+        For one trajectory (B = 1) of a model on the CPU, when no gradient with respect to the
+        model is needed. :class:`~kalmannet_ctrl.controllers.LQG`'s NumPy path uses it as well.
+        """
+        if not isinstance(state, GaussianState) or state.mean.shape[0] != 1:
+            return None
+        if self._grad_needed() or not self.model.A.is_cpu:
+            return None
+        cache = self._model_cache()
+        fast = cache.stationary
+        if state.fresh is None and isinstance(fast, _Stationary) and state.cov is fast.cov:
+            if cache.steady_step is None:
+                cache.steady_step = self._affine(fast.gain, fast.cov, first=False)
+            return cache.steady_step
+        t = self._schedule_position(state, cache)
+        if t is None:
+            return None
+        step = cache.steps.get(t)
+        if step is None:
+            entry = self._schedule(t, self._stationary_of(cache), cache)
+            if entry is None:
+                return None
+            step = cache.steps[t] = self._affine(*entry, first=t == 0)
+        return step
+
+    def _affine(self, gain: Tensor, cov: Tensor, *, first: bool) -> _Affine:
+        """The step with gain K_t that ends at P_t = ``cov``; ``first``: t = 0, no prediction."""
+        m = self.model
+        # constants of the model, kept: never inference tensors, never part of a graph
+        with torch.inference_mode(False), torch.no_grad():
+            I_KC = torch.eye(m.n_x, dtype=m.dtype, device=m.device) - gain @ m.C
+            if first:
+                phi, gamma = I_KC, torch.zeros_like(m.B)
+            else:
+                phi, gamma = I_KC @ m.A, I_KC @ m.B
+            matrix = torch.cat((phi.mT, gain.mT, gamma.mT)).contiguous()
+        return _Affine(matrix, matrix[: m.n_x + m.n_y], cov, matrix.numpy())
+
+    def _fast_step(self, state: Any, y: Any, u_prev: Any) -> tuple[Tensor, GaussianState] | None:
+        step = self._affine_step(state)
+        if step is None:
+            return None
+        m = self.model
+        y = _cpu_row(y, m.n_y, m.dtype)
+        if u_prev is None:
+            parts, matrix = (state.mean, y), step.no_input
+        else:
+            u_prev = _cpu_row(u_prev, m.n_u, m.dtype) if m.n_u else None
+            parts, matrix = (state.mean, y, u_prev), step.matrix
+        if y is None or parts[-1] is None:
+            return None
+        z = torch.cat(parts, 1)
+        if not all(map(math.isfinite, z.tolist()[0])):  # a missing measurement, or inf
+            return None
+        mean = torch.mm(z, matrix)
+        return mean, GaussianState(mean, step.cov, None)
 
     def filter(
         self, y: Any, u: Any = None, *, x0_mean: Any = None, x0_cov: Any = None
@@ -393,3 +482,13 @@ class KalmanFilter(GaussianFilter):
 
     def __repr__(self) -> str:
         return f"KalmanFilter(model={self.model!r}, steady_state={self.steady_state})"
+
+
+def _cpu_row(value: Any, n: int, dtype: torch.dtype) -> Tensor | None:
+    """``value`` as one (1, n) row in ``dtype`` when it is a floating CPU tensor of that shape
+    (None otherwise: the general path converts and checks it)."""
+    if not isinstance(value, Tensor) or value.shape != (1, n) or not value.is_cpu:
+        return None
+    if value.dtype == dtype:
+        return value
+    return value.to(dtype) if value.is_floating_point() else None
