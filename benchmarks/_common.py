@@ -8,14 +8,19 @@ import platform
 import torch
 
 
-def make_parser(doc: str | None, *, threads: int = 1) -> argparse.ArgumentParser:
-    """A parser showing the script's docstring, with ``--threads`` (torch intra-op threads)."""
+def make_parser(
+    doc: str | None, *, threads: int = 1, steps: tuple[int, str] | None = None
+) -> argparse.ArgumentParser:
+    """A parser showing the script's docstring, with ``--threads`` (torch intra-op threads) and,
+    given ``steps = (default, what they are)``, ``--steps``."""
     parser = argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--threads", type=int, default=threads, help=f"torch intra-op threads (default {threads})"
     )
+    if steps is not None:
+        parser.add_argument("--steps", type=int, default=steps[0], help=steps[1])
     return parser
 
 

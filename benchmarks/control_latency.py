@@ -206,8 +206,7 @@ def time_predict(
 
 
 def main() -> None:
-    parser = make_parser(__doc__)
-    parser.add_argument("--steps", type=int, default=300, help="timed steps at B = 1")
+    parser = make_parser(__doc__, steps=(300, "timed steps at B = 1"))
     parser.add_argument("--warmup", type=int, default=30, help="untimed steps before timing")
     parser.add_argument(
         "--warmup-episodes",

@@ -53,8 +53,7 @@ def env_steps_per_second(
 
 
 def main() -> None:
-    parser = make_parser(__doc__)
-    parser.add_argument("--steps", type=int, default=500, help="steps per measurement")
+    parser = make_parser(__doc__, steps=(500, "steps per measurement"))
     parser.add_argument(
         "--sync-budget",
         type=int,

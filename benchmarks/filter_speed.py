@@ -106,8 +106,7 @@ def time_step(
 
 
 def main() -> None:
-    parser = make_parser(__doc__)
-    parser.add_argument("--steps", type=int, default=1000, help="time steps per trajectory")
+    parser = make_parser(__doc__, steps=(1000, "time steps per trajectory"))
     parser.add_argument("--repeats", type=int, default=5, help="best of this many runs")
     args = parse(parser)
     T = args.steps
