@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -178,6 +179,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    _add_compare_parser(sub)
+
+    train = sub.add_parser(
+        "train",
+        help="build and train methods for scenarios, filling the artefact cache",
+        description=(
+            "Build (and train, for learned methods) each method for each scenario and store the "
+            "trained artefacts in OUTPUT/artifacts, where 'compare' with the same output folder "
+            "and seed finds them."
+        ),
+    )
+    _add_grid_arguments(train)
+
+    sub.add_parser(
+        "list",
+        help="list the environments, methods and named scenarios",
+        description="List the registered environments, methods and named default scenarios.",
+    )
+    return parser
+
+
+def _add_compare_parser(sub: Any) -> None:
+    """The ``compare`` subcommand: the main job."""
     compare = sub.add_parser(
         "compare",
         help="benchmark estimators and controllers on scenarios (the main job)",
@@ -214,24 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--ray-address", default=None, help="Ray cluster address (default: a local Ray instance)"
     )
     compare.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
-
-    train = sub.add_parser(
-        "train",
-        help="build and train methods for scenarios, filling the artefact cache",
-        description=(
-            "Build (and train, for learned methods) each method for each scenario and store the "
-            "trained artefacts in OUTPUT/artifacts, where 'compare' with the same output folder "
-            "and seed finds them."
-        ),
-    )
-    _add_grid_arguments(train)
-
-    sub.add_parser(
-        "list",
-        help="list the environments, methods and named scenarios",
-        description="List the registered environments, methods and named default scenarios.",
-    )
-    return parser
 
 
 def _add_grid_arguments(p: argparse.ArgumentParser) -> None:
