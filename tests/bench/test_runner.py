@@ -223,11 +223,12 @@ def test_stable_hash_is_stable() -> None:
 
 # -- the command line ------------------------------------------------------------------------------
 #: The default methods with the learned-estimator LQG variants not tuned on the closed-loop cost
-#: (that tuning takes minutes; the CLI paths are the same).
+#: and without the RL policy (their training takes minutes; the CLI paths are the same, and RL
+#: has its own tests in tests/rl).
 QUICK_METHODS = [
     "kalmannet-lqg-state" if m == "kalmannet-lqg" else m
     for m in DEFAULT_METHODS
-    if m != "learned-noise-lqg"
+    if m not in ("learned-noise-lqg", "ppo")
 ] + ["learned-noise-lqg-state"]
 
 
