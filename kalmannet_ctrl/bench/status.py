@@ -99,9 +99,13 @@ class Status:
     clock: Callable[[], float] = time.monotonic
     running: dict[Cell, _Running] = field(default_factory=dict)
     durations: dict[str, list[float]] = field(default_factory=dict)
+    finished: set[Cell] = field(default_factory=set)
 
     def update(self, cell: Cell, stage: str, done: int, total: int | None) -> None:
-        """Record a report of ``cell`` (``stage`` "start" when it begins)."""
+        """Record a report of ``cell`` (``stage`` "start" when it begins); a report that
+        arrives after the cell finished (a worker's queue lags its result) is ignored."""
+        if cell in self.finished:
+            return
         now = self.clock()
         run = self.running.setdefault(cell, _Running(now, stage_started=now))
         if stage != run.stage:
@@ -111,6 +115,7 @@ class Status:
     def finish(self, cell: Cell) -> None:
         """Record that ``cell`` ended."""
         method = cell[1]
+        self.finished.add(cell)
         run = self.running.pop(cell, None)
         if run is not None:
             self.durations.setdefault(method, []).append(self.clock() - run.started)

@@ -49,15 +49,18 @@ def test_status_line_and_remaining_time_from_rates_and_finished_cells():
     status.update(("S", "a"), "start", 0, None)
     now[0] = 10.0
     status.finish(("S", "a"))  # a took 10 s
-    status.update(("S", "a"), "start", 0, None)
-    status.update(("S", "a"), "fit", 0, 100)
+    status.update(("T", "a"), "start", 0, None)
+    status.update(("T", "a"), "fit", 0, 100)
     now[0] = 14.0
-    status.update(("S", "a"), "fit", 40, 100)  # 0.1 s per step: 6 s left in this stage
+    status.update(("T", "a"), "fit", 40, 100)  # 0.1 s per step: 6 s left in this stage
     # the running a: 6 s; the queued b: no b finished, so the mean of all finished cells, 10 s
     assert status.remaining_s() == pytest.approx(16.0)
-    assert status.line() == "≈ 16 s left | S / a: fit 40/100"
+    assert status.line() == "≈ 16 s left | T / a: fit 40/100"
     status.workers = 2
     assert status.remaining_s() == pytest.approx(8.0)
+    status.finish(("S", "a"))
+    status.update(("S", "a"), "evaluate", 40, 40)  # a late report of a finished cell
+    assert ("S", "a") not in status.running
 
 
 def test_worker_processes_report_the_evaluation_of_their_cells():
