@@ -1,9 +1,10 @@
 """Training: datasets from models and environments, one fit loop, checkpoints."""
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .closed_loop import closed_loop_cost, control_weight, fit_closed_loop, learned_lqg
+from .closed_loop import closed_loop_cost, control_weight, fit_closed_loop
 from .datasets import env_rollouts, split, trajectories
 from .fit import FitResult, estimation_loss, fit
+from .lqg_pipeline import learned_lqg
 from .neural_mpc import prediction_error_cov, train_neural_mpc
 from .residual import Transitions, collect_transitions, fit_residual, one_step_mse
 

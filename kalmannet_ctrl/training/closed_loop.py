@@ -1,242 +1,33 @@
-"""DNN-aided control: LQG whose estimator is learned from closed-loop data (KalmanNet-LQG)."""
+"""DNN-aided control: LQG whose estimator is tuned on the closed-loop cost (KalmanNet-LQG).
+
+:func:`closed_loop_cost` simulates an LQG in closed loop with a model, differentiably;
+:func:`fit_closed_loop` trains the LQG's estimator on that cost; :func:`control_weight` is the
+LQR's cost of estimation errors (the state-error weight of the supervised stage). The end-to-end
+builder :func:`~kalmannet_ctrl.training.learned_lqg` is in :mod:`.lqg_pipeline`.
+"""
 
 from __future__ import annotations
 
 import math
-import time
+from collections.abc import Callable
 from typing import Any
 
-import gymnasium as gym
 import torch
 from torch import Tensor
 
 from .._validation import check_positive_float, check_positive_int
 from ..controllers.base import BaseController
 from ..controllers.lqg import LQG
-from ..controllers.lqr import LQR, design_model
+from ..controllers.lqr import LQR
 from ..errors import DimensionError, ParameterError
-from ..estimators import KalmanNet, LearnedNoiseKalmanFilter
-from ..models import QuadraticCost, SystemModel, Trajectory
+from ..models import QuadraticCost, SystemModel
 from ..models.base import psd_sqrt
-from ..models.residual import ResidualModel
-from .datasets import env_rollouts, split
-from .fit import FitResult, _optimize, _update, fit
-from .neural_mpc import prediction_error_cov
-from .residual import Transitions, fit_residual
-from .rollout import check_exploration_std
+from ._segments import check_segment, first_rows, resume, split_starts, stack_states
+from .fit import FitResult, _optimize, _update
 
-__all__ = ["closed_loop_cost", "control_weight", "fit_closed_loop", "learned_lqg"]
+__all__ = ["closed_loop_cost", "control_weight", "fit_closed_loop"]
 
-ESTIMATORS = ("kalmannet", "learned-noise")
-
-
-def learned_lqg(
-    env_id: str,
-    estimator: str | torch.nn.Module = "kalmannet",
-    *,
-    episodes: int = 200,
-    steps: int | None = None,
-    exploration_std: float = 0.01,
-    supervised: bool = True,
-    loss_weight: str = "control",
-    fit_steps: int = 1000,
-    batch_size: int = 32,
-    lr: float | None = None,
-    tbptt: int | None = None,
-    closed_loop_steps: int = 0,
-    closed_loop_options: dict[str, Any] | None = None,
-    simulator_hidden: tuple[int, ...] = (32, 32),
-    simulator_fit_steps: int = 20000,
-    seed: int = 0,
-    env_kwargs: dict[str, Any] | None = None,
-    progress: bool = True,
-) -> tuple[LQG, dict[str, Any]]:
-    """Build LQG with a learned estimator for a registered environment, end to end.
-
-    1. Roll out ``episodes`` episodes of ``env_id`` in closed loop under the exploration policy:
-       LQG designed on the env's nominal model (the model-based baseline: the LQR and the
-       Kalman filter of :func:`design_model`) with Gaussian excitation added to its actions
-       (``exploration_std``, relative to the bounds; then clipped to the bounds).
-    2. Train the estimator on the nominal model (KalmanNet, or the KF/EKF with learned noise
-       covariances) with :func:`~kalmannet_ctrl.training.fit`, on the measurements and applied
-       inputs, with ``info["state"]`` as labels (``supervised=True``) or without any state
-       label, on the predicted measurements (``supervised=False``).
-    3. Optionally (``closed_loop_steps`` > 0, with state labels), fit a simulator to the same
-       rollouts, the nominal model plus a residual network
-       (:class:`~kalmannet_ctrl.models.ResidualModel`, :func:`fit_residual`) whose process noise
-       is its one-step prediction-error covariance, and fine-tune the estimator on the LQG's
-       closed-loop cost in that simulator (:func:`fit_closed_loop`). No further env steps.
-    4. Return LQG with the LQR designed on the nominal model (linearized about the origin if
-       nonlinear) and the trained estimator in place of the Kalman filter.
-
-    Parameters
-    ----------
-    env_id : str
-        A registered environment with ``nominal_model``, ``cost`` and ``info["state"]`` (e.g.
-        ``"kalmannet_ctrl/LinearSystem-v0"``).
-    estimator : {"kalmannet", "learned-noise"} or nn.Module
-        What to train; a module is trained as given (it must estimate the nominal model's
-        states and have ``filter``).
-    episodes, steps :
-        Training rollouts: number and length (default the env's episode limit); 20 % of the
-        episodes are held out for validation.
-    exploration_std : float
-        The excitation added to the baseline's actions, relative to the bounds: standard
-        deviation ``exploration_std · (high − low) / 2`` per input (≥ 0; the default 0.01 is
-        0.1 N on CartPole-v0). The convention of :mod:`kalmannet_ctrl.training.rollout`.
-    supervised : bool
-        Train on state labels (``loss="state"``) or on measurements only (``"measurement"``).
-    loss_weight : {"control", "uniform"}
-        With state labels: weight the state error by W = K'(R + B'PK)K (``"control"``), the
-        LQR's sensitivity to estimation errors, so that the loss is the excess cost of acting
-        on x̂ instead of x (exact for a linear model: the LQG cost is the LQR cost plus
-        E[(x̂ − x)' W (x̂ − x)]); plus 1e-3·tr(W)/n_x·I so that no state is ignored. Or the plain
-        MSE (``"uniform"``, the KalmanNet paper's loss).
-    fit_steps, batch_size, lr, tbptt :
-        Passed to :func:`fit`; ``lr`` defaults to 1e-3 for KalmanNet and 2e-2 for the
-        learned-noise filter.
-    closed_loop_steps : int
-        Optimisation steps of the closed-loop fine-tuning (step 3); 0 (default) skips it.
-        Needs ``supervised=True``: the simulator is fitted on the state labels.
-    closed_loop_options : dict, optional
-        More keywords of :func:`fit_closed_loop` (``horizon``, ``episodes``, ``batch_size``,
-        ``lr``, ...).
-    simulator_hidden, simulator_fit_steps :
-        The simulator's residual network (hidden widths) and its :func:`fit_residual` steps.
-    seed : int
-        Seeds the rollouts, the network's initialisation and the minibatches.
-    env_kwargs : dict, optional
-        Passed to ``gymnasium.make`` (e.g. ``{"mismatch": {...}}``).
-    progress : bool
-        Show a progress bar while training.
-
-    Returns
-    -------
-    controller : LQG
-        Output feedback with the trained estimator (in evaluation mode).
-    info : dict
-        ``env_steps`` (training transitions), ``train_s`` (wall time of rollouts and training),
-        ``fit`` (the :class:`~kalmannet_ctrl.training.FitResult`); with the fine-tuning also
-        ``simulator`` (the fitted model) and ``closed_loop`` (its :class:`FitResult`).
-
-    Notes
-    -----
-    The LQR stays the nominal model's. An estimator trained on its state error can then only
-    remove the estimation part of the mismatch. On LinearSystem-v0 that is nearly all of it (the
-    nominal LQR acting on the true model's Kalman filter costs 0.464 against the oracle's 0.459
-    and the nominal LQG's 0.759, exact average costs). On CartPole-v0 it is 54 % of the gap
-    (0.00977 against 0.00848 and 0.01127), and the estimators trained on the state error alone
-    do worse than the nominal filter there (KalmanNet −52 %, the learned-noise EKF −97 % of the
-    gap, 100 seeded episodes). The closed-loop fine-tuning (step 3) trains the estimator on the
-    cost instead, so that its estimates also compensate for the mismatched gain: KalmanNet-LQG
-    then closes 90 % of the gap on CartPole-v0 (300 steps, about 5 minutes on one core), 89 %
-    on LinearSystem-v0, and keeps the pole up in every episode at the large mismatch, where
-    nominal LQG drops it in 92 % (``benchmarks/closed_loop.py``).
-
-    Raises
-    ------
-    ValueError
-        For an unknown ``estimator`` name.
-    ParameterError, TypeError
-        For non-positive counts or a negative ``exploration_std``.
-    """
-    episodes = check_positive_int(episodes, "episodes")
-    fit_steps = check_positive_int(fit_steps, "fit_steps")
-    exploration_std = check_exploration_std(exploration_std)
-    if loss_weight not in ("control", "uniform"):
-        raise ValueError(f"loss_weight: expected 'control' or 'uniform', found {loss_weight!r}")
-    closed_loop_steps = check_positive_int(closed_loop_steps, "closed_loop_steps", minimum=0)
-    if closed_loop_steps and not supervised:
-        raise ParameterError(
-            "closed_loop_steps: the closed-loop fine-tuning fits its simulator on the state "
-            "labels; it needs supervised=True"
-        )
-    if isinstance(estimator, str) and estimator not in ESTIMATORS:
-        raise ValueError(
-            f"estimator: expected one of {ESTIMATORS} or a module, found {estimator!r}"
-        )
-    import kalmannet_ctrl.envs  # noqa: F401  (registers the environments)
-
-    start = time.perf_counter()
-    env = gym.make(env_id, **(env_kwargs or {})).unwrapped
-    nominal, cost = env.nominal_model, env.cost
-    bounds = (env.action_space.low, env.action_space.high)
-    design = design_model(nominal)
-    baseline = LQG(design, cost, input_bounds=bounds)
-    rollouts = env_rollouts(
-        env_id,
-        episodes,
-        controller=baseline,
-        steps=steps,
-        seed=seed,
-        exploration_std=exploration_std,
-        env_kwargs=env_kwargs,
-    )
-    est = _new_estimator(estimator, nominal, seed)
-    data = Trajectory(*(t.float() for t in rollouts)) if _dtype(est) == torch.float32 else rollouts
-    train, val = split(data, (0.8, 0.2), seed=seed)
-    weight = None
-    if supervised and loss_weight == "control":
-        weight = control_weight(baseline.lqr)
-    if lr is None:
-        lr = 2e-2 if isinstance(est, LearnedNoiseKalmanFilter) else 1e-3
-    record = fit(
-        est,
-        train,
-        val,
-        steps=fit_steps,
-        batch_size=batch_size,
-        lr=lr,
-        loss="state" if supervised else "measurement",
-        tbptt=tbptt,
-        state_weight=weight,
-        seed=seed,
-        progress=progress,
-        val_every=max(fit_steps // 20, 1),
-    )
-    est.eval()
-    controller = LQG(design, cost, est, input_bounds=bounds)
-    info: dict[str, Any] = {"fit": record}
-    if closed_loop_steps:
-        simulator = _fit_simulator(
-            rollouts, nominal, simulator_hidden, simulator_fit_steps, seed=seed, progress=progress
-        )
-        info["simulator"] = simulator
-        options = {"seed": seed, "progress": progress, **dict(closed_loop_options or {})}
-        info["closed_loop"] = fit_closed_loop(
-            controller, simulator, steps=closed_loop_steps, **options
-        )
-    info["env_steps"] = int(torch.isfinite(data.y[..., 0]).sum())  # padding after an end is NaN
-    info["train_s"] = time.perf_counter() - start
-    return controller, info
-
-
-def _new_estimator(estimator: str | torch.nn.Module, nominal: SystemModel, seed: int) -> Any:
-    """The estimator ``learned_lqg`` trains: a named one built on ``nominal``, or the module."""
-    if estimator == "kalmannet":
-        return KalmanNet(nominal, generator=torch.Generator().manual_seed(seed))
-    if estimator == "learned-noise":
-        return LearnedNoiseKalmanFilter(nominal)
-    return estimator
-
-
-def _fit_simulator(
-    rollouts: Trajectory,
-    nominal: SystemModel,
-    hidden: tuple[int, ...],
-    fit_steps: int,
-    *,
-    seed: int,
-    progress: bool,
-) -> ResidualModel:
-    """The nominal model plus a residual fitted to the rollouts' measured transitions, with
-    its one-step prediction-error covariance as process noise."""
-    measured = torch.isfinite(rollouts.y).all(-1)
-    transitions = Transitions.from_trajectory(rollouts, mask=measured)
-    residual = ResidualModel(nominal, hidden=hidden, generator=torch.Generator().manual_seed(seed))
-    fit_residual(residual, transitions, steps=fit_steps, seed=seed, progress=progress)
-    residual.eval()
-    return residual.replace(process_cov=prediction_error_cov(residual, transitions))
+_SCHEDULES = ("constant", "cosine")
 
 
 def closed_loop_cost(
@@ -246,6 +37,8 @@ def closed_loop_cost(
     process_noise: Tensor,
     measurement_noise: Tensor,
     cost: QuadraticCost | None = None,
+    *,
+    state: Any = None,
 ) -> Tensor:
     """Average stage cost of ``controller`` in closed loop with ``model``, differentiably.
 
@@ -255,20 +48,66 @@ def closed_loop_cost(
     the controller's estimator (and to the model, if it has trainable parameters) through the
     whole closed loop.
 
+    Parameters
+    ----------
+    controller : LQG
+    model : SystemModel
+        The plant.
+    x0, process_noise, measurement_noise : Tensor
+        x_0, w_t and v_t.
+    cost : QuadraticCost, optional
+        Stage cost (default the controller's).
+    state : optional
+        The controller's recurrent state before the first measurement (e.g. one recorded along
+        an earlier run, to continue it); default ``controller.init(B)``, a fresh start.
+
     Shapes
     ------
     x0 (B, n_x), process_noise (B, T, n_x), measurement_noise (B, T, n_y) -> (B,)
     """
     cost = controller.cost if cost is None else cost
-    B, T = process_noise.shape[0], process_noise.shape[1]
-    state = controller.init(B)
-    x, total = x0, x0.new_zeros(B)
+    if state is None:
+        state = controller.init(process_noise.shape[0])
+    return _closed_loop(controller, model, x0, state, process_noise, measurement_noise, cost)[0]
+
+
+def _closed_loop(
+    controller: LQG,
+    model: SystemModel,
+    x: Tensor,
+    state: Any,
+    w: Tensor,
+    v: Tensor,
+    cost: QuadraticCost,
+    record: bool = False,
+    terminal: Tensor | None = None,
+) -> tuple[Tensor, list[Tensor], list[Any]]:
+    """The loop of :func:`closed_loop_cost`: per-episode mean costs, and with ``record`` the
+    plant states x_0 … x_T and the controller's states after each of the T steps.
+
+    With ``terminal`` P, the costs are those of a segment of the episodes,
+    (Σ_{t<T} c(x_t, u_t) + x_T' P x_T) / T: P is the cost-to-go of the state it ends in (the
+    LQR's value matrix), without which a short segment rewards estimates that save input now
+    and pay for it after its end.
+
+    Shapes
+    ------
+    x (B, n_x), w (B, T, n_x), v (B, T, n_y), terminal (n_x, n_x) -> (B,), T + 1 states (B, n_x)
+    """
+    T = w.shape[1]
+    total = x.new_zeros(x.shape[0])
+    xs, states = [x], []
     for t in range(T):
-        u, state = controller.step(state, model.h(x) + measurement_noise[:, t])
+        u, state = controller.step(state, model.h(x) + v[:, t])
         u = u.to(dtype=x.dtype)
         total = total + cost(x, u)
-        x = model.f(x, u) + process_noise[:, t]
-    return total / T
+        x = model.f(x, u) + w[:, t]
+        if record:
+            xs.append(x)
+            states.append(state)
+    if terminal is not None:
+        total = total + ((x @ terminal) * x).sum(-1)
+    return total / T, xs, states
 
 
 def fit_closed_loop(
@@ -279,21 +118,40 @@ def fit_closed_loop(
     steps: int = 100,
     horizon: int = 200,
     episodes: int = 256,
-    batch_size: int = 32,
-    lr: float = 3e-4,
+    batch_size: int = 512,
+    lr: float = 4e-3,
     grad_clip: float | None = 1.0,
     val_episodes: int = 128,
     val_every: int = 10,
+    segment: int | None = 50,
+    lr_schedule: str = "cosine",
     seed: int = 0,
     progress: bool = True,
 ) -> FitResult:
     """Train an LQG's estimator on the controller's closed-loop cost in a simulator.
 
-    The estimator's parameters are trained by backpropagation through ``horizon``-step
-    closed-loop rollouts of ``model`` (:func:`closed_loop_cost`): Adam on minibatches of
-    ``episodes`` fixed noise realisations (x_0 from the model's prior, process and measurement
-    noise from its covariances), validated every ``val_every`` steps on ``val_episodes`` other
-    realisations, and left with the weights of the best validation cost.
+    The estimator's parameters are trained by backpropagation through closed-loop rollouts of
+    ``model`` (:func:`closed_loop_cost`) with Adam, validated every ``val_every`` steps on
+    ``val_episodes`` fixed noise realisations of ``horizon`` steps (x_0 from the model's prior,
+    process and measurement noise from its covariances), and left with the weights of the best
+    validation cost. The training rollouts are
+
+    - with ``segment=L`` (default 50): minibatches of ``batch_size`` segments of L steps with
+      fresh noise, each started from a plant state and a controller state (estimator state and
+      previous input) recorded at a random step t of ``episodes`` fixed ``horizon``-step
+      realisations run without gradients (t = 0: a fresh start). The recording is refreshed at
+      every validation (one batched pass over both sets of realisations), so that the recorded
+      estimator states follow the weights. A segment's loss is its stage costs plus the
+      cost-to-go of the state it ends in, x_L' P x_L with P the LQR's value matrix, over L:
+      without it a short segment rewards estimates that save input now and pay for it after its
+      end (on CartPole-v0, 25-step segments without it made the cost worse than the start).
+      An update then costs L sequential steps instead of ``horizon``, and a minibatch of 512
+      costs little more than one of 32 (per-operation overhead, not arithmetic, sets the time
+      of these small networks);
+    - with ``segment=None``: minibatches of ``batch_size`` whole ``horizon``-step episodes drawn
+      from ``episodes`` fixed noise realisations (the objective is exactly the average cost;
+      the defaults before segments were ``segment=None, batch_size=32, lr=3e-4,
+      lr_schedule="constant"``).
 
     With the LQR fixed, an estimator trained on its state error can at best remove the
     estimation part of a model mismatch. Trained on the cost, it also learns the estimates on
@@ -318,12 +176,19 @@ def fit_closed_loop(
     steps : int
         Optimisation steps.
     horizon : int
-        Length T of the simulated episodes.
+        Length T of the simulated (and recorded) episodes.
     episodes, val_episodes : int
-        Noise realisations for training and for validation.
+        Noise realisations for training (or for recording the segments' starting states) and
+        for validation.
     batch_size, lr, grad_clip :
-        Adam's minibatch (drawn with replacement), learning rate and gradient-norm clip.
+        Adam's minibatch (episodes or segments, drawn with replacement), learning rate and
+        gradient-norm clip.
     val_every : int
+    segment : int or None
+        Train on segments of this many steps (at most ``horizon``; see above), or on whole
+        episodes (None).
+    lr_schedule : {"constant", "cosine"}
+        Keep the learning rate, or anneal it to zero over ``steps`` (cosine).
     seed : int
         Seeds the noise realisations and the minibatch order.
     progress : bool
@@ -333,17 +198,82 @@ def fit_closed_loop(
     -------
     FitResult
         Losses are average stage costs per step (``best_val_loss``: on the validation
-        realisations, with the weights kept).
+        realisations, with the weights kept; training losses of segments include their
+        terminal cost).
+
+    Shapes
+    ------
+    realisations x_0 (episodes, n_x), w (episodes, horizon, n_x), v (episodes, horizon, n_y);
+    a minibatch of segments (batch_size, segment, ·)
 
     Raises
     ------
     TypeError
-        If ``controller`` has no trainable estimator or ``model`` is not a SystemModel.
+        If ``controller`` has no trainable estimator, or (with segments) is not an LQG, or
+        ``model`` is not a SystemModel.
     DimensionError
         If the model's dimensions differ from the controller's.
     ParameterError
-        For non-positive counts or learning rate.
+        For non-positive counts, segment length or learning rate, or an unknown
+        ``lr_schedule``.
     """
+    estimator, params = _check_closed_loop(controller, model)
+    steps = check_positive_int(steps, "steps")
+    horizon = check_positive_int(horizon, "horizon")
+    episodes = check_positive_int(episodes, "episodes")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    val_episodes = check_positive_int(val_episodes, "val_episodes")
+    val_every = check_positive_int(val_every, "val_every")
+    segment = check_segment(segment)
+    if segment is not None:
+        segment = min(segment, horizon)
+    lr = check_positive_float(lr, "lr")
+    if grad_clip is not None:
+        grad_clip = check_positive_float(grad_clip, "grad_clip")
+    if lr_schedule not in _SCHEDULES:
+        raise ParameterError(f"lr_schedule: expected one of {_SCHEDULES}, found {lr_schedule!r}")
+    cost = controller.cost if cost is None else cost
+    noise = _Noise(model, torch.Generator().manual_seed(int(seed)))
+    train, val = noise.episodes(episodes, horizon), noise.episodes(val_episodes, horizon)
+    if segment is None:
+        train_step, validate = _episode_objective(controller, model, cost, train, val, grad_clip)
+        n_train = episodes
+    else:
+        train_step, validate = _segment_objective(
+            controller, model, cost, train, val, noise, segment, grad_clip
+        )
+        n_train = episodes * horizon
+    owned = model.parameters() if isinstance(model, torch.nn.Module) else ()
+    frozen = [p for p in owned if p.requires_grad]
+    try:
+        for p in frozen:
+            p.requires_grad_(False)
+        record = _optimize(
+            estimator,
+            params,
+            train_step,
+            validate,
+            n_train=n_train,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=0.0,
+            val_every=val_every,
+            patience=None,
+            seed=seed,
+            progress=progress,
+            lr_schedule=lr_schedule,
+            name="fit_closed_loop",
+        )
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    estimator.eval()
+    return record
+
+
+def _check_closed_loop(controller: Any, model: Any) -> tuple[torch.nn.Module, list[Tensor]]:
+    """The trainable estimator of ``controller`` and its parameters; the model checked."""
     estimator = controller.estimator if isinstance(controller, BaseController) else None
     if not isinstance(estimator, torch.nn.Module):
         raise TypeError(
@@ -363,67 +293,111 @@ def fit_closed_loop(
                 f"model: {dim} = {getattr(model, dim)} differs from the controller's "
                 f"{getattr(controller, dim)}"
             )
-    steps = check_positive_int(steps, "steps")
-    horizon = check_positive_int(horizon, "horizon")
-    episodes = check_positive_int(episodes, "episodes")
-    batch_size = check_positive_int(batch_size, "batch_size")
-    val_episodes = check_positive_int(val_episodes, "val_episodes")
-    val_every = check_positive_int(val_every, "val_every")
-    lr = check_positive_float(lr, "lr")
-    if grad_clip is not None:
-        grad_clip = check_positive_float(grad_clip, "grad_clip")
+    return estimator, params
 
-    gen = torch.Generator().manual_seed(int(seed))
-    Lw, Lv = psd_sqrt(model.process_cov), psd_sqrt(model.measurement_cov)
 
-    def draw(n: int) -> tuple[Tensor, Tensor, Tensor]:
-        dtype, device = model.dtype, model.device
-        x0 = model.sample_x0(n, generator=gen)
-        w = torch.randn(n, horizon, model.n_x, dtype=dtype, device=device, generator=gen) @ Lw.mT
-        v = torch.randn(n, horizon, model.n_y, dtype=dtype, device=device, generator=gen) @ Lv.mT
-        return x0, w, v
+class _Noise:
+    """Draws of x_0, process and measurement noise from a model's distributions."""
 
-    train, val = draw(episodes), draw(val_episodes)
-    owned = model.parameters() if isinstance(model, torch.nn.Module) else ()
-    frozen = [p for p in owned if p.requires_grad]
+    def __init__(self, model: SystemModel, generator: torch.Generator) -> None:
+        self.model, self.gen = model, generator
+        self.Lw, self.Lv = psd_sqrt(model.process_cov), psd_sqrt(model.measurement_cov)
+
+    def sequences(self, n: int, T: int) -> tuple[Tensor, Tensor]:
+        """w (n, T, n_x) and v (n, T, n_y)."""
+        m, kw = self.model, {"dtype": self.model.dtype, "device": self.model.device}
+        w = torch.randn(n, T, m.n_x, generator=self.gen, **kw) @ self.Lw.mT
+        v = torch.randn(n, T, m.n_y, generator=self.gen, **kw) @ self.Lv.mT
+        return w, v
+
+    def episodes(self, n: int, T: int) -> tuple[Tensor, Tensor, Tensor]:
+        """x_0 (n, n_x), w and v (in the draw order of the episodes' realisations)."""
+        x0 = self.model.sample_x0(n, generator=self.gen)
+        return (x0, *self.sequences(n, T))
+
+
+TrainStep = Callable[[Tensor, torch.optim.Optimizer], float]
+
+
+def _step_on(value: Tensor, opt: torch.optim.Optimizer, grad_clip: float | None) -> float:
+    """One update on the loss ``value``; NaN (no update) when it or a gradient is not finite."""
+    params = [p for group in opt.param_groups for p in group["params"]]
+    if not bool(torch.isfinite(value)) or not _update(value, opt, params, grad_clip):
+        return math.nan
+    return float(value.detach())
+
+
+def _episode_objective(
+    controller: LQG,
+    model: SystemModel,
+    cost: QuadraticCost,
+    train: tuple[Tensor, ...],
+    val: tuple[Tensor, ...],
+    grad_clip: float | None,
+) -> tuple[TrainStep, Callable[[], float]]:
+    """Whole episodes: minibatches of the fixed training realisations."""
+    estimator = controller.estimator
 
     def train_step(idx: Tensor, opt: torch.optim.Optimizer) -> float:
         estimator.train()
         opt.zero_grad(set_to_none=True)
         value = closed_loop_cost(controller, model, *(a[idx] for a in train), cost).mean()
-        if not bool(torch.isfinite(value)) or not _update(value, opt, params, grad_clip):
-            return math.nan
-        return float(value.detach())
+        return _step_on(value, opt, grad_clip)
 
     def validate() -> float:
         estimator.eval()
         with torch.no_grad():
             return float(closed_loop_cost(controller, model, *val, cost).mean())
 
-    try:
-        for p in frozen:
-            p.requires_grad_(False)
-        record = _optimize(
-            estimator,
-            params,
-            train_step,
-            validate,
-            n_train=episodes,
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=0.0,
-            val_every=val_every,
-            patience=None,
-            seed=seed,
-            progress=progress,
-            name="fit_closed_loop",
+    return train_step, validate
+
+
+def _segment_objective(
+    controller: LQG,
+    model: SystemModel,
+    cost: QuadraticCost,
+    train: tuple[Tensor, ...],
+    val: tuple[Tensor, ...],
+    noise: _Noise,
+    segment: int,
+    grad_clip: float | None,
+) -> tuple[TrainStep, Callable[[], float]]:
+    """Segments from recorded states: each validation also records the training realisations'
+    plant and controller states (one batched pass over both sets)."""
+    estimator = controller.estimator
+    E, T = train[0].shape[0], train[1].shape[1]
+    both = tuple(torch.cat([a, b]) for a, b in zip(train, val, strict=True))
+    recorded: dict[str, Any] = {}
+    if not isinstance(controller, LQG):
+        raise TypeError(
+            "segment: the segments' terminal cost x'Px needs an LQG (P: its LQR's value matrix), "
+            f"found {type(controller).__name__}; pass segment=None"
         )
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
-    estimator.eval()
-    return record
+    terminal = LQR(controller.model, cost).value_matrix.to(dtype=model.dtype)
+
+    def validate() -> float:
+        estimator.eval()
+        x0 = both[0]
+        with torch.no_grad():
+            costs, xs, states = _closed_loop(
+                controller, model, x0, controller.init(x0.shape[0]), *both[1:], cost, record=True
+            )
+        recorded["x"] = torch.stack(xs, 1)[:E]
+        recorded["state"] = first_rows(stack_states(states, x0.shape[0]), E)
+        return float(costs[E:].mean())
+
+    def train_step(idx: Tensor, opt: torch.optim.Optimizer) -> float:
+        rows, times = split_starts(idx, T)
+        state = resume(recorded["state"], rows, times, controller.reset_rows)
+        w, v = noise.sequences(idx.shape[0], segment)
+        estimator.train()
+        opt.zero_grad(set_to_none=True)
+        x = recorded["x"][rows, times]
+        value = _closed_loop(controller, model, x, state, w, v, cost, terminal=terminal)[0]
+        value = value.mean()
+        return _step_on(value, opt, grad_clip)
+
+    return train_step, validate
 
 
 def control_weight(lqr: LQR, regularization: float = 1e-3) -> torch.Tensor:
@@ -443,9 +417,3 @@ def control_weight(lqr: LQR, regularization: float = 1e-3) -> torch.Tensor:
     W = 0.5 * (W + W.mT)
     n = W.shape[-1]
     return W + regularization * torch.trace(W) / n * torch.eye(n, dtype=W.dtype, device=W.device)
-
-
-def _dtype(module: torch.nn.Module) -> torch.dtype:
-    for p in module.parameters():
-        return p.dtype
-    return torch.float64

@@ -18,6 +18,15 @@ from tqdm import tqdm
 from .._validation import as_tensor, check_covariance, check_positive_int
 from ..errors import DimensionError, MissingDependencyError
 from ..models.base import Trajectory
+from ._segments import (
+    check_segment,
+    first_rows,
+    record_filter,
+    resume,
+    run_segments,
+    split_starts,
+    window,
+)
 
 __all__ = ["FitResult", "estimation_loss", "fit", "state_error"]
 
@@ -163,6 +172,7 @@ def fit(
     state_weight: Any = None,
     progress: bool = True,
     log_dir: str | None = None,
+    segment: int | None = None,
 ) -> FitResult:
     """Train ``estimator`` on trajectories with Adam, keeping the best validation weights.
 
@@ -199,6 +209,13 @@ def fit(
         Show a progress bar.
     log_dir : str, optional
         Write TensorBoard scalars there (needs the ``tensorboard`` package).
+    segment : int, optional
+        Train on segments of this many steps instead of whole sequences (``loss="state"``
+        only): each minibatch holds ``batch_size`` segments starting at random steps t of the
+        training sequences (t ≤ T − ``segment``), each resumed from the estimator's state at t,
+        recorded along the whole sequences without gradients and refreshed at every validation
+        (in the same pass when ``train`` and ``val`` have the same shapes). An update then costs
+        ``segment`` sequential steps instead of T, at any batch size. Default: whole sequences.
 
     Returns
     -------
@@ -206,6 +223,11 @@ def fit(
         The estimator is left with its best validation weights. A non-finite loss or gradient
         stops training, restores the best weights and is reported (``nonfinite_step`` and a
         warning) instead of leaving a NaN model.
+
+    Shapes
+    ------
+    train, val : x (B, T, n_x), y (B, T, n_y), u (B, T, n_u); a minibatch (batch_size, T, ·),
+    or (batch_size, segment, ·) with ``segment``
     """
     if not isinstance(estimator, nn.Module):
         raise TypeError(f"estimator: expected a torch.nn.Module, found {type(estimator).__name__}")
@@ -237,6 +259,7 @@ def fit(
             f"n_x = {train.x.shape[-1]} states, found {tuple(weight.shape)}"
         )
     val = train if val is None else _as_data(val, "val", loss)
+    segment = _check_fit_segment(segment, loss, tbptt, train)
     writer = _writer(log_dir)
 
     def train_step(idx: Tensor, opt: torch.optim.Optimizer) -> float:
@@ -252,12 +275,17 @@ def fit(
         with torch.no_grad():
             return float(estimation_loss(estimator, val, loss, state_weight=weight))
 
+    n_train = train.y.shape[0]
+    if segment is not None:
+        train_step, validate, n_train = _segment_objective(
+            estimator, train, val, segment, weight, grad_clip
+        )
     return _optimize(
         estimator,
         params,
         train_step,
         validate,
-        n_train=train.y.shape[0],
+        n_train=n_train,
         steps=steps,
         batch_size=batch_size,
         lr=lr,
@@ -268,6 +296,70 @@ def fit(
         progress=progress,
         writer=writer,
     )
+
+
+def _check_fit_segment(segment: Any, loss: str, tbptt: int | None, train: Trajectory) -> int | None:
+    segment = check_segment(segment)
+    if segment is None:
+        return None
+    if loss != "state":
+        raise ValueError(f"segment: training on segments needs loss='state', found {loss!r}")
+    if tbptt is not None:
+        raise ValueError("segment: pass either tbptt or segment, not both")
+    T = train.y.shape[1]
+    if segment > T:
+        raise DimensionError(f"segment: expected at most the sequences' {T} steps, found {segment}")
+    return segment
+
+
+def _segment_objective(
+    estimator: nn.Module,
+    train: Trajectory,
+    val: Trajectory,
+    segment: int,
+    weight: Tensor | None,
+    grad_clip: float | None,
+) -> tuple[Callable[[Tensor, torch.optim.Optimizer], float], Callable[[], float], int]:
+    """``fit``'s segment mode: (train_step, validate, number of starting points)."""
+    E, T = train.y.shape[0], train.y.shape[1]
+    starts = T - segment + 1
+    has_u = train.u is not None and train.u.shape[-1] > 0
+    joint = val is not train and all(
+        (a is None) == (b is None) and (a is None or a.shape[1:] == b.shape[1:])
+        for a, b in zip(train, val, strict=True)
+    )
+    both = (
+        Trajectory(
+            *(None if a is None else torch.cat([a, b]) for a, b in zip(train, val, strict=True))
+        )
+        if joint
+        else train
+    )
+    recorded: dict[str, Any] = {}
+
+    def validate() -> float:
+        mean, states = record_filter(estimator, both.y, both.u if has_u else None)
+        recorded["states"] = first_rows(states, E) if joint else states
+        with torch.no_grad():
+            if joint:
+                return float(state_error(mean[E:], val.x, weight))
+            if val is train:
+                return float(state_error(mean, train.x, weight))
+            return float(estimation_loss(estimator, val, "state", state_weight=weight))
+
+    def train_step(idx: Tensor, opt: torch.optim.Optimizer) -> float:
+        rows, times = split_starts(idx, starts)
+        state = resume(recorded["states"], rows, times, estimator.reset)
+        u = window(train.u, rows, times, segment) if has_u else None
+        u_before = train.u[rows, (times - 1).clamp_min(0)] if has_u else None
+        opt.zero_grad(set_to_none=True)
+        mean = run_segments(estimator, state, window(train.y, rows, times, segment), u, u_before)
+        value = state_error(mean, window(train.x, rows, times, segment), weight)
+        params = [p for group in opt.param_groups for p in group["params"]]
+        ok = bool(torch.isfinite(value)) and _update(value, opt, params, grad_clip)
+        return float(value.detach()) if ok else math.nan
+
+    return train_step, validate, E * starts
 
 
 def _optimize(
@@ -299,7 +391,8 @@ def _optimize(
     ``steps``.
     """
     gen = torch.Generator().manual_seed(int(seed))
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    # foreach: the same arithmetic as the per-tensor loop (bit for bit), a few ops per step
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
         if lr_schedule == "cosine"
@@ -369,12 +462,21 @@ def _optimize(
 def _update(
     value: Tensor, opt: torch.optim.Optimizer, params: list, grad_clip: float | None
 ) -> bool:
-    """Backward and one optimiser step; False (no step) when a gradient is not finite."""
+    """Backward and one optimiser step; False (no step) when a gradient is not finite.
+
+    The gradients' global norm (which the clip needs anyway) is the finiteness check: one
+    reduction over every parameter instead of one check per tensor. Only a norm that is not
+    finite is looked at tensor by tensor: finite gradients whose norm overflows are still a step
+    (clipped to zero, as the clip does).
+    """
     value.backward()
-    if not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params):
-        return False
+    grads = [p.grad for p in params if p.grad is not None]
     if grad_clip is not None:
-        nn.utils.clip_grad_norm_(params, grad_clip)
+        norm = nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)
+    else:
+        norm = nn.utils.get_total_norm(grads, foreach=True)
+    if not bool(torch.isfinite(norm)) and not all(bool(torch.isfinite(g).all()) for g in grads):
+        return False
     opt.step()
     return True
 

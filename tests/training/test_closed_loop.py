@@ -16,6 +16,8 @@ from kalmannet_ctrl.estimators import KalmanNet, LearnedNoiseKalmanFilter, stead
 from kalmannet_ctrl.models import ResidualModel, psd_sqrt
 from kalmannet_ctrl.training import closed_loop_cost, control_weight, fit_closed_loop, learned_lqg
 
+from .gradients import assert_gradient_matches_central_differences
+
 LINEAR = "kalmannet_ctrl/LinearSystem-v0"
 NO_MISMATCH = {"mismatch": {"rotation_A_deg": 0.0, "input_scale": 1.0}}
 
@@ -182,20 +184,9 @@ def test_closed_loop_cost_gradient_matches_finite_differences() -> None:
     v = torch.randn(4, 30, 1, dtype=torch.float64, generator=gen) * 0.2
     params = [p for p in est.parameters() if p.requires_grad]
     assert all(p.dtype == torch.float64 for p in params)
-    loss = closed_loop_cost(ctrl, true, x0, w, v).mean()
-    grads = torch.autograd.grad(loss, params)
-    h = 1e-6
-    for p, g in zip(params, grads, strict=True):
-        flat, gflat = p.data.view(-1), g.reshape(-1)
-        for i in range(flat.numel()):
-            old = float(flat[i])
-            with torch.no_grad():
-                flat[i] = old + h
-                up = closed_loop_cost(ctrl, true, x0, w, v).mean()
-                flat[i] = old - h
-                down = closed_loop_cost(ctrl, true, x0, w, v).mean()
-                flat[i] = old
-            assert float(gflat[i]) == pytest.approx(float(up - down) / (2 * h), rel=1e-5, abs=1e-9)
+    assert_gradient_matches_central_differences(
+        lambda: closed_loop_cost(ctrl, true, x0, w, v).mean(), params, rel=1e-5, abs=1e-9
+    )
 
 
 def test_fit_closed_loop_lowers_the_cost_of_the_mismatched_lqg() -> None:
@@ -235,12 +226,18 @@ def test_fit_closed_loop_lowers_the_cost_of_the_mismatched_lqg() -> None:
     assert again.history[0]["val_loss"] == pytest.approx(record.best_val_loss, rel=1e-6)
 
 
+#: fit_closed_loop on whole episodes, as before segments (its defaults then)
+WHOLE = {"segment": None, "batch_size": 32, "lr": 3e-4, "lr_schedule": "constant"}
+
+
 def test_fit_closed_loop_is_seeded() -> None:
     nominal, true, cost = _linear_problem()
     runs = []
     for seed in (0, 0, 1):
         ctrl = LQG(nominal, cost, LearnedNoiseKalmanFilter(nominal))
-        fit_closed_loop(ctrl, true, steps=3, horizon=20, episodes=8, seed=seed, progress=False)
+        fit_closed_loop(
+            ctrl, true, steps=3, horizon=20, episodes=8, seed=seed, progress=False, **WHOLE
+        )
         runs.append([p.detach().clone() for p in ctrl.estimator.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(runs[0], runs[1], strict=True))
     assert any(not torch.equal(a, b) for a, b in zip(runs[0], runs[2], strict=True))
@@ -319,8 +316,8 @@ def test_kalmannet_lqg_tuned_in_closed_loop_closes_most_of_the_cartpole_gap() ->
         "kalmannet",
         episodes=100,
         steps=100,
-        fit_steps=300,
-        closed_loop_steps=300,
+        fit_steps=100,
+        closed_loop_steps=100,
         seed=0,
         progress=False,
     )
