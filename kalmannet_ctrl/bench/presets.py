@@ -32,8 +32,9 @@ _FULL: dict[str, dict[str, Any]] = {
     "kalmannet": {**_ROLLOUTS, "fit_steps": 300},
     "rnn": {**_ROLLOUTS, "fit_steps": 300},
     "neural-mpc": {"rounds": 3, "episodes": 20, "fit_steps": 1500},
-    "learned-noise-lqg": {**_ROLLOUTS, "fit_steps": 150, "closed_loop_steps": 100},
-    "kalmannet-lqg": {**_ROLLOUTS, "fit_steps": 300, "closed_loop_steps": 300},
+    # segment training (fit and fit_closed_loop's defaults): benchmarks/closed_loop_training.py
+    "learned-noise-lqg": {**_ROLLOUTS, "fit_steps": 50, "closed_loop_steps": 60},
+    "kalmannet-lqg": {**_ROLLOUTS, "fit_steps": 100, "closed_loop_steps": 100},
     # RL: "full" leaves the env steps to the hyperparameter tables (rl/hyperparams/)
     "ppo": {},
     "ppo-measurement": {},
@@ -43,6 +44,8 @@ _FULL: dict[str, dict[str, Any]] = {
 _QUICK: dict[str, dict[str, Any]] = {
     "learned-noise": {"episodes": 50, "fit_steps": 100},
     "kalmannet": {"fit_steps": 150},
+    "learned-noise-lqg": {"fit_steps": 30, "closed_loop_steps": 30, "simulator_fit_steps": 5000},
+    "kalmannet-lqg": {"closed_loop_steps": 50, "simulator_fit_steps": 5000},
     "ppo": {"total_timesteps": 20_000},
     "ppo-measurement": {"total_timesteps": 20_000},
     "sac": {"total_timesteps": 10_000},

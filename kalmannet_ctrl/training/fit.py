@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
+from .._progress import bar
 from .._validation import as_tensor, check_covariance, check_positive_int
 from ..errors import DimensionError, MissingDependencyError
 from ..models.base import Trajectory
@@ -405,8 +405,8 @@ def _optimize(
     best_step, history, since_best = 0, [], 0
     nonfinite_step, stopped_early, step, running = None, False, 0, math.nan
     start = time.perf_counter()
-    bar = tqdm(range(1, steps + 1), desc=name, disable=not progress, leave=False)
-    for step in bar:
+    pbar = bar(range(1, steps + 1), desc=name, enabled=progress)
+    for step in pbar:
         idx = torch.randint(n_train, (min(batch_size, n_train),), generator=gen)
         v = train_step(idx, opt)
         if not math.isfinite(v):
@@ -421,7 +421,7 @@ def _optimize(
             if writer is not None:
                 writer.add_scalar("loss/train", running, step)
                 writer.add_scalar("loss/val", current, step)
-            bar.set_postfix(train=f"{running:.4g}", val=f"{current:.4g}")
+            pbar.set_postfix(train=f"{running:.4g}", val=f"{current:.4g}")
             if math.isfinite(current) and current < best:
                 best, best_state, best_step, since_best = (
                     current,
@@ -437,7 +437,7 @@ def _optimize(
                 if patience is not None and since_best >= patience:
                     stopped_early = True
                     break
-    bar.close()
+    pbar.close()
     if writer is not None:
         writer.close()
     module.load_state_dict(best_state)

@@ -24,8 +24,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
+from .._progress import bar
 from .._validation import (
     as_tensor,
     check_finite,
@@ -226,7 +226,7 @@ def collect_transitions(
         rng = np.random.default_rng(seed)
         n_batches = -(-episodes // E)
         parts = []
-        bar = tqdm(total=n_batches * T, desc="collect", disable=not progress, leave=False)
+        pbar = bar(desc="collect", total=n_batches * T, enabled=progress, unit="step")
         for k in range(n_batches):
             roll = run_episodes(
                 envs,
@@ -235,11 +235,11 @@ def collect_transitions(
                 seed=seed if k == 0 else None,
                 exploration_std=exploration_std,
                 rng=rng,
-                bar=bar,
+                bar=pbar,
             )
             keep = min(E, episodes - k * E)
             parts.append(_label(roll, keep, estimator))
-        bar.close()
+        pbar.close()
     finally:
         if owned:
             envs.close()

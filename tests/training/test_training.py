@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from kalmannet_ctrl import _progress
 from kalmannet_ctrl.errors import CheckpointError, DimensionError
 from kalmannet_ctrl.estimators import (
     Estimator,
@@ -129,6 +130,15 @@ def test_same_seed_same_training(data) -> None:
         runs.append([p.detach().clone() for p in est.parameters()])
     for a, b in zip(*runs, strict=True):
         assert torch.equal(a, b)
+
+
+def test_fit_reports_its_steps_even_with_the_bar_hidden(data) -> None:
+    # the comparison's status line learns how far training is from these reports
+    train, val = data
+    seen = []
+    with _progress.reporting(lambda *r: seen.append(r), every=0.0):
+        fit(LearnedNoiseKalmanFilter(NOMINAL), train, val, steps=5, lr=0.05, progress=False)
+    assert seen == [("fit", k, 5) for k in range(1, 6)]
 
 
 class _Exploding(nn.Module):
