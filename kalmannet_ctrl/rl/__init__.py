@@ -12,9 +12,8 @@ adapter on the controller base, training, persistence and hyperparameters.
 - :mod:`~kalmannet_ctrl.rl.hyperparams`: :data:`HYPERPARAMS`, read from
   ``hyperparams/<algo>.yml`` as in rl-baselines3-zoo.
 
-Stable-Baselines3 (and PyYAML) are the optional extra ``rl``
-(``pip install "kalmannet-ctrl[rl]"``); Stable-Baselines3 is imported when a policy is built,
-trained or loaded, never at import.
+Stable-Baselines3 is a dependency of the library (the default comparison has a PPO row); it is
+imported when a policy is built, trained or loaded, never at import.
 """
 
 from ._deps import require_sb3

@@ -8,7 +8,7 @@ from ..errors import MissingDependencyError
 
 __all__ = ["INSTALL_HINT", "require_sb3"]
 
-INSTALL_HINT = 'pip install "kalmannet-ctrl[rl]"  (or: pip install "stable-baselines3>=2.3")'
+INSTALL_HINT = 'pip install "stable-baselines3>=2.3" (a dependency of kalmannet-ctrl)'
 
 
 def require_sb3() -> Any:

@@ -7,8 +7,8 @@ training (:class:`~kalmannet_ctrl.rl.PolicyObservation`), normalizes it as train
 the policy for u_t. It runs inside ``stable_baselines3.common.evaluation.evaluate_policy`` and
 the bench runner as LQG does.
 
-Stable-Baselines3 is the optional extra ``rl`` (``pip install "kalmannet-ctrl[rl]"``); it is
-imported when an :class:`RLController` is built or loaded, never at module import.
+Stable-Baselines3 is imported when an :class:`RLController` is built or loaded, never at module
+import.
 """
 
 from __future__ import annotations
