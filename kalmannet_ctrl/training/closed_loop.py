@@ -19,7 +19,7 @@ from .._validation import check_positive_float, check_positive_int
 from ..controllers.base import BaseController
 from ..controllers.lqg import LQG
 from ..controllers.lqr import LQR
-from ..errors import DimensionError, ParameterError
+from ..errors import DimensionError, NonFiniteError, ParameterError
 from ..models import QuadraticCost, SystemModel
 from ..models.base import psd_sqrt
 from ._segments import check_segment, first_rows, resume, split_starts, stack_states
@@ -319,6 +319,20 @@ class _Noise:
 TrainStep = Callable[[Tensor, torch.optim.Optimizer], float]
 
 
+def _nan_if_diverged(fn: Callable[..., float]) -> Callable[..., float]:
+    """``fn``, returning NaN when the simulated closed loop diverges: an estimator refuses the
+    non-finite inputs of a state that blew up (:class:`NonFiniteError`), and the training loop
+    then stops with the best weights so far, as for any non-finite loss."""
+
+    def guarded(*args: Any) -> float:
+        try:
+            return fn(*args)
+        except NonFiniteError:
+            return math.nan
+
+    return guarded
+
+
 def _step_on(value: Tensor, opt: torch.optim.Optimizer, grad_clip: float | None) -> float:
     """One update on the loss ``value``; NaN (no update) when it or a gradient is not finite."""
     params = [p for group in opt.param_groups for p in group["params"]]
@@ -349,7 +363,7 @@ def _episode_objective(
         with torch.no_grad():
             return float(closed_loop_cost(controller, model, *val, cost).mean())
 
-    return train_step, validate
+    return _nan_if_diverged(train_step), _nan_if_diverged(validate)
 
 
 def _segment_objective(
@@ -397,7 +411,7 @@ def _segment_objective(
         value = value.mean()
         return _step_on(value, opt, grad_clip)
 
-    return train_step, validate
+    return _nan_if_diverged(train_step), _nan_if_diverged(validate)
 
 
 def control_weight(lqr: LQR, regularization: float = 1e-3) -> torch.Tensor:

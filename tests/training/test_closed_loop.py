@@ -11,7 +11,7 @@ import torch
 
 import kalmannet_ctrl.envs  # noqa: F401  (registers the environments)
 from kalmannet_ctrl.controllers import LQG, LQR, analytic_average_cost, design_model
-from kalmannet_ctrl.errors import DimensionError, ParameterError
+from kalmannet_ctrl.errors import DimensionError, NonFiniteError, ParameterError
 from kalmannet_ctrl.estimators import KalmanNet, LearnedNoiseKalmanFilter, steady_state_gain
 from kalmannet_ctrl.models import ResidualModel, psd_sqrt
 from kalmannet_ctrl.training import closed_loop_cost, control_weight, fit_closed_loop, learned_lqg
@@ -335,3 +335,29 @@ def test_kalmannet_lqg_tuned_in_closed_loop_closes_most_of_the_cartpole_gap() ->
     mean = {k: float(v.mean()) for k, v in costs.items()}
     closed = (mean["nominal"] - mean["learned"]) / (mean["nominal"] - mean["oracle"])
     assert closed >= 0.7, (mean, closed, info["closed_loop"].best_val_loss)
+
+
+@pytest.mark.parametrize("options", [{}, WHOLE], ids=["segments", "whole episodes"])
+def test_a_diverging_closed_loop_stops_training_with_the_best_weights(options) -> None:
+    """A simulated state that blows up makes the estimator refuse its inputs (NonFiniteError):
+    training stops there, reports the step and keeps the best weights, instead of raising."""
+    nominal, true, cost = _linear_problem()
+    est = LearnedNoiseKalmanFilter(nominal)
+    ctrl = LQG(nominal, cost, est)
+    start = [p.detach().clone() for p in est.parameters()]
+    real_step, calls = est.step, [0]
+
+    def step(state, y, u_prev=None):
+        if est.training:
+            calls[0] += 1
+            if calls[0] > 30:  # during the second optimisation step
+                raise NonFiniteError("u_prev: expected finite values, found 2 NaN/inf entries")
+        return real_step(state, y, u_prev)
+
+    est.step = step
+    with pytest.warns(RuntimeWarning):
+        record = fit_closed_loop(
+            ctrl, true, steps=5, horizon=20, episodes=8, val_every=5, progress=False, **options
+        )
+    assert record.nonfinite_step == 2 and record.best_step == 0
+    assert all(torch.equal(a, b) for a, b in zip(start, est.parameters(), strict=True))
