@@ -46,8 +46,8 @@ _QUICK: dict[str, dict[str, Any]] = {
     "kalmannet": {"fit_steps": 150},
     "learned-noise-lqg": {"fit_steps": 30, "closed_loop_steps": 30, "simulator_fit_steps": 5000},
     "kalmannet-lqg": {"closed_loop_steps": 50, "simulator_fit_steps": 5000},
-    "ppo": {"total_timesteps": 20_000},
-    "ppo-measurement": {"total_timesteps": 20_000},
+    "ppo": {"total_timesteps": 10_000},
+    "ppo-measurement": {"total_timesteps": 10_000},
     "sac": {"total_timesteps": 10_000},
     "sac-measurement": {"total_timesteps": 10_000},
 }
