@@ -20,7 +20,7 @@ def test_missing_stable_baselines3_raises_with_the_install_hint(
 ) -> None:
     model, _ = untrained(LINEAR, "measurement")
     monkeypatch.setitem(sys.modules, "stable_baselines3", None)
-    with pytest.raises(MissingDependencyError, match=r"pip install \"kalmannet-ctrl\[rl\]\""):
+    with pytest.raises(MissingDependencyError, match=r"pip install \"stable-baselines3>=2.3\""):
         require_sb3()
     with pytest.raises(MissingDependencyError, match="stable_baselines3 is needed"):
         RLController(model)
