@@ -23,7 +23,7 @@ from ..errors import DimensionError, NonFiniteError, ParameterError
 from ..models import QuadraticCost, SystemModel
 from ..models.base import psd_sqrt
 from ._segments import check_segment, first_rows, resume, split_starts, stack_states
-from .fit import FitResult, _optimize, _update
+from .fit import FitResult, _optimize, _step
 
 __all__ = ["closed_loop_cost", "control_weight", "fit_closed_loop"]
 
@@ -333,14 +333,6 @@ def _nan_if_diverged(fn: Callable[..., float]) -> Callable[..., float]:
     return guarded
 
 
-def _step_on(value: Tensor, opt: torch.optim.Optimizer, grad_clip: float | None) -> float:
-    """One update on the loss ``value``; NaN (no update) when it or a gradient is not finite."""
-    params = [p for group in opt.param_groups for p in group["params"]]
-    if not bool(torch.isfinite(value)) or not _update(value, opt, params, grad_clip):
-        return math.nan
-    return float(value.detach())
-
-
 def _episode_objective(
     controller: LQG,
     model: SystemModel,
@@ -356,7 +348,7 @@ def _episode_objective(
         estimator.train()
         opt.zero_grad(set_to_none=True)
         value = closed_loop_cost(controller, model, *(a[idx] for a in train), cost).mean()
-        return _step_on(value, opt, grad_clip)
+        return _step(value, opt, grad_clip)
 
     def validate() -> float:
         estimator.eval()
@@ -409,7 +401,7 @@ def _segment_objective(
         x = recorded["x"][rows, times]
         value = _closed_loop(controller, model, x, state, w, v, cost, terminal=terminal)[0]
         value = value.mean()
-        return _step_on(value, opt, grad_clip)
+        return _step(value, opt, grad_clip)
 
     return _nan_if_diverged(train_step), _nan_if_diverged(validate)
 

@@ -267,9 +267,7 @@ def fit(
         if tbptt is not None:
             return _tbptt_update(estimator, batch, tbptt, opt, params, grad_clip, weight)
         opt.zero_grad(set_to_none=True)
-        value = estimation_loss(estimator, batch, loss, state_weight=weight)
-        ok = bool(torch.isfinite(value)) and _update(value, opt, params, grad_clip)
-        return float(value.detach()) if ok else math.nan
+        return _step(estimation_loss(estimator, batch, loss, state_weight=weight), opt, grad_clip)
 
     def validate() -> float:
         with torch.no_grad():
@@ -355,9 +353,7 @@ def _segment_objective(
         opt.zero_grad(set_to_none=True)
         mean = run_segments(estimator, state, window(train.y, rows, times, segment), u, u_before)
         value = state_error(mean, window(train.x, rows, times, segment), weight)
-        params = [p for group in opt.param_groups for p in group["params"]]
-        ok = bool(torch.isfinite(value)) and _update(value, opt, params, grad_clip)
-        return float(value.detach()) if ok else math.nan
+        return _step(value, opt, grad_clip)
 
     return train_step, validate, E * starts
 
@@ -457,6 +453,15 @@ def _optimize(
         history=history,
         wall_s=time.perf_counter() - start,
     )
+
+
+def _step(value: Tensor, opt: torch.optim.Optimizer, grad_clip: float | None) -> float:
+    """One update of ``opt``'s parameters on the loss ``value``: its value, or NaN (no update)
+    when it or a gradient is not finite."""
+    params = [p for group in opt.param_groups for p in group["params"]]
+    if not bool(torch.isfinite(value)) or not _update(value, opt, params, grad_clip):
+        return math.nan
+    return float(value.detach())
 
 
 def _update(

@@ -37,7 +37,7 @@ from ..errors import DimensionError, NotPositiveDefiniteError, ParameterError
 from ..estimators.base import Estimator
 from ..models.base import SystemModel, Trajectory
 from ..models.residual import ResidualModel, _residual_scale
-from .fit import FitResult, _optimize, _update
+from .fit import FitResult, _optimize, _step
 from .rollout import Rollout, check_controller, check_exploration_std, run_episodes
 
 __all__ = ["Transitions", "collect_transitions", "fit_residual", "one_step_mse"]
@@ -451,9 +451,7 @@ def fit_residual(
 
     def train_step(idx: Tensor, opt: torch.optim.Optimizer) -> float:
         opt.zero_grad(set_to_none=True)
-        value = loss_on(train.x[idx], train.u[idx], r_train[idx])
-        ok = bool(torch.isfinite(value)) and _update(value, opt, params, grad_clip)
-        return float(value.detach()) if ok else math.nan
+        return _step(loss_on(train.x[idx], train.u[idx], r_train[idx]), opt, grad_clip)
 
     def validate() -> float:
         with torch.no_grad():
