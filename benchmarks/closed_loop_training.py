@@ -12,7 +12,7 @@ Settings (the learned_lqg keywords are in :data:`SETTINGS`):
 
 - ``old``: the settings before segments (whole-sequence supervised training at batch 32,
   closed-loop tuning on whole 200-step episodes at batch 32, 20,000 simulator steps);
-- ``full``: segments (supervised: 20 steps, closed loop: 50 steps, 256 per minibatch), the
+- ``full``: segments (supervised: 20 steps, 256 per minibatch; closed loop: 50 steps, 512), the
   bench's full preset;
 - ``quick``: the same with smaller budgets, the bench's quick preset.
 
@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from kalmannet_ctrl.bench import default_scenarios, get_method
 from kalmannet_ctrl.bench.context import BuildContext, Method
+from kalmannet_ctrl.bench.presets import budget
 from kalmannet_ctrl.bench.runner import CellTask, run_cell
 from kalmannet_ctrl.controllers import LQG
 from kalmannet_ctrl.training import learned_lqg
@@ -64,8 +65,15 @@ _OLD_TUNING = {
 #: The simulator before: 20,000 steps at fit_residual's batch 256.
 _OLD_SIMULATOR = {"simulator_fit_steps": 20000, "simulator_options": {"batch_size": 256}}
 
-#: setting -> estimator -> learned_lqg keywords. ``full`` and ``quick`` use only keys the
-#: bench's learned-LQG methods accept (their configs can be copied there).
+
+def _bench_config(kind: str, preset: str) -> dict[str, Any]:
+    """The learned_lqg keywords of the bench's ``<kind>-lqg`` method in ``preset``."""
+    name = f"{kind}-lqg"
+    return {**get_method(name).config, **budget(name, preset)}
+
+
+#: setting -> estimator -> learned_lqg keywords; ``full`` and ``quick`` are the bench's own
+#: methods in those presets.
 SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "old": {
         "kalmannet": {
@@ -89,29 +97,9 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
             **_OLD_SIMULATOR,
         },
     },
-    "full": {
-        "kalmannet": {**_ROLLOUTS, "fit_steps": 100, "closed_loop_steps": 100},
-        "learned-noise": {
-            **_ROLLOUTS,
-            "fit_steps": 50,
-            "closed_loop_steps": 60,
-            "closed_loop_options": {"lr": 1e-2},
-        },
-    },
-    "quick": {
-        "kalmannet": {
-            **_ROLLOUTS,
-            "fit_steps": 100,
-            "closed_loop_steps": 50,
-            "simulator_fit_steps": 5000,
-        },
-        "learned-noise": {
-            **_ROLLOUTS,
-            "fit_steps": 30,
-            "closed_loop_steps": 30,
-            "closed_loop_options": {"lr": 1e-2},
-            "simulator_fit_steps": 5000,
-        },
+    **{
+        preset: {kind: _bench_config(kind, preset) for kind in ("kalmannet", "learned-noise")}
+        for preset in ("full", "quick")
     },
 }
 _PARTS = ("rollouts", "fit", "simulator", "closed_loop")
