@@ -56,6 +56,17 @@ def stack_states(states: Sequence[Any], batch_size: int) -> Any:
     raise TypeError(f"states: cannot record a field of type {type(first).__name__}")
 
 
+def map_tensors(fn: Callable[[Tensor], Tensor], tree: Any) -> Any:
+    """``tree`` with ``fn`` applied to every tensor leaf (tuples and NamedTuples rebuilt; any
+    other leaf, None included, kept as it is)."""
+    if isinstance(tree, Tensor):
+        return fn(tree)
+    if isinstance(tree, tuple):
+        fields = [map_tensors(fn, t) for t in tree]
+        return type(tree)(*fields) if hasattr(tree, "_fields") else tuple(fields)
+    return tree
+
+
 def take_states(tree: Any, rows: Tensor, times: Tensor) -> Any:
     """The entries ``[rows[i], times[i]]`` of every leaf of a stacked tree (:func:`stack_states`).
 
@@ -63,12 +74,7 @@ def take_states(tree: Any, rows: Tensor, times: Tensor) -> Any:
     ------
     tree : leaves (B, T, ...), rows, times : (N,) -> leaves (N, ...)
     """
-    if tree is None:
-        return None
-    if isinstance(tree, Tensor):
-        return tree[rows, times]
-    fields = [take_states(t, rows, times) for t in tree]
-    return type(tree)(*fields) if hasattr(tree, "_fields") else tuple(fields)
+    return map_tensors(lambda t: t[rows, times], tree)
 
 
 def first_rows(tree: Any, n: int) -> Any:
@@ -78,12 +84,7 @@ def first_rows(tree: Any, n: int) -> Any:
     ------
     tree : leaves (B, ...) -> leaves (n, ...)
     """
-    if tree is None:
-        return None
-    if isinstance(tree, Tensor):
-        return tree[:n]
-    fields = [first_rows(t, n) for t in tree]
-    return type(tree)(*fields) if hasattr(tree, "_fields") else tuple(fields)
+    return map_tensors(lambda t: t[:n], tree)
 
 
 def check_segment(segment: Any, name: str = "segment") -> int | None:

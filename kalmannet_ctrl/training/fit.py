@@ -21,6 +21,7 @@ from ..models.base import Trajectory
 from ._segments import (
     check_segment,
     first_rows,
+    map_tensors,
     record_filter,
     resume,
     run_segments,
@@ -486,15 +487,6 @@ def _update(
     return True
 
 
-def _detach(obj: Any) -> Any:
-    if isinstance(obj, Tensor):
-        return obj.detach()
-    if isinstance(obj, tuple):
-        items = [_detach(o) for o in obj]
-        return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
-    return obj
-
-
 def _tbptt_update(
     estimator: nn.Module,
     batch: Trajectory,
@@ -519,7 +511,7 @@ def _tbptt_update(
         value = state_error(chunk, batch.x[:, start : start + len(means)], weight)
         if not bool(torch.isfinite(value)) or not _update(value, opt, params, grad_clip):
             return math.nan
-        state = _detach(state)
+        state = map_tensors(Tensor.detach, state)
         total += float(value.detach()) * len(means)
         count += len(means)
     return total / count
