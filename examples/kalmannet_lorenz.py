@@ -9,7 +9,7 @@ keep the nominal model and learn from 1000 labelled trajectories:
 - KalmanNet replaces the Kalman gain by a recurrent network (a DNN-aided fix).
 
 The trained KalmanNet is saved, loaded back and run on measurements with dropouts (NaN rows are
-predict-only steps). About two minutes on 2 CPU cores.
+predict-only steps). About a minute on 2 CPU cores.
 
     python examples/kalmannet_lorenz.py
 """
@@ -52,11 +52,23 @@ def main() -> None:
     print(f"EKF, true model:     {test_mse_db(ExtendedKalmanFilter(true), test):7.2f} dB (oracle)")
 
     learned_noise = LearnedNoiseKalmanFilter(nominal)
-    fit(learned_noise, train, val, steps=300, batch_size=32, lr=0.02, seed=0)
+    # each update on 128 segments of 20 steps, resumed from filter states recorded along the
+    # training sequences: as accurate as 300 updates on 32 whole sequences, in a quarter the time
+    fit(learned_noise, train, val, steps=200, segment=20, batch_size=128, lr=0.02, seed=0)
     print(f"learned-noise EKF:   {test_mse_db(learned_noise, test):7.2f} dB")
 
     net = KalmanNet(nominal, generator=torch.Generator().manual_seed(0))
-    record = fit(net, as_float32(train), as_float32(val), steps=800, batch_size=32, seed=0)
+    # the same on 256 segments: as accurate as 800 updates on 32 whole sequences, in a tenth
+    record = fit(
+        net,
+        as_float32(train),
+        as_float32(val),
+        steps=200,
+        segment=20,
+        batch_size=256,
+        lr=4e-3,
+        seed=0,
+    )
     print(
         f"KalmanNet:           {test_mse_db(net, as_float32(test)):7.2f} dB "
         f"({record.steps} steps, best validation loss at step {record.best_step})"

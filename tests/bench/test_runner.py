@@ -304,11 +304,15 @@ def test_cli_list_and_train(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "kalmannet_ctrl/CartPole-v0" in out and "* lqg-oracle" in out and "cartpole-large" in out
     assert "presets" in out and "quick:" in out and "full:" in out and "total_timesteps=" in out
+    # one method per kind (model-based control, model-based estimation, a trained estimator:
+    # the GRU, the cheapest to train); every default method's build is in the compare test
     argv = ["train", "--scenarios", "linear", "lorenz", "--output", str(tmp_path), "--no-progress"]
-    assert cli.main([*argv, "--methods", *QUICK_METHODS]) == 0
+    assert cli.main([*argv, "--methods", "lqg-oracle", "ekf-nominal", "rnn"]) == 0
     out = capsys.readouterr().out
     assert "LinearSystem / lqg-oracle" in out and "Lorenz (estimation) / ekf-nominal" in out
-    assert "Lorenz (estimation) / lqg-oracle" not in out
+    assert "Lorenz (estimation) / rnn" in out
+    assert "Lorenz (estimation) / lqg-oracle" not in out and "LinearSystem / rnn" not in out
+    assert list((tmp_path / "artifacts").rglob("estimator.pt"))  # the GRU, trained and saved
 
 
 def _fit_noise(ctx):
