@@ -12,7 +12,7 @@ Settings (the learned_lqg keywords are in :data:`SETTINGS`):
 
 - ``old``: the settings before segments (whole-sequence supervised training at batch 32,
   closed-loop tuning on whole 200-step episodes at batch 32, 20,000 simulator steps);
-- ``full``: segments (supervised: 20 steps, 256 per minibatch; closed loop: 50 steps, 512), the
+- ``full``: segments (supervised: 20 steps, 256 per minibatch; closed loop: 100 steps, 512), the
   bench's full preset;
 - ``quick``: the same with smaller budgets, the bench's quick preset.
 
