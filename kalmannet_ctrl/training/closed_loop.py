@@ -149,9 +149,9 @@ def fit_closed_loop(
       mismatch of the bench), shorter segments or a larger step size make the recorded states
       and the gradients blow up: 50-step segments stopped on a diverged loss within 30
       updates, at lr 4e-3 or 1e-3, and 100-step ones at lr 4e-3 within 10; 100 steps at
-      lr 1e-3 kept the pole up in every episode. An update then costs L sequential steps instead of ``horizon``, and a minibatch of 512
-      costs little more than one of 32 (per-operation overhead, not arithmetic, sets the time
-      of these small networks);
+      lr 1e-3 kept the pole up in every episode. An update then costs L sequential steps
+      instead of ``horizon``, and a minibatch of 512 costs little more than one of 32
+      (per-operation overhead, not arithmetic, sets the time of these small networks);
     - with ``segment=None``: minibatches of ``batch_size`` whole ``horizon``-step episodes drawn
       from ``episodes`` fixed noise realisations (the objective is exactly the average cost;
       the defaults before segments were ``segment=None, batch_size=32, lr=3e-4,
