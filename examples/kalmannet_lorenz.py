@@ -9,7 +9,7 @@ keep the nominal model and learn from 1000 labelled trajectories:
 - KalmanNet replaces the Kalman gain by a recurrent network (a DNN-aided fix).
 
 The trained KalmanNet is saved, loaded back and run on measurements with dropouts (NaN rows are
-predict-only steps). About a minute on 2 CPU cores.
+predict-only steps). About a minute and a half on 2 CPU cores.
 
     python examples/kalmannet_lorenz.py
 """
