@@ -305,7 +305,7 @@ def test_cli_list_and_train(tmp_path: Path, capsys) -> None:
     assert "kalmannet_ctrl/CartPole-v0" in out and "* lqg-oracle" in out and "cartpole-large" in out
     assert "presets" in out and "quick:" in out and "full:" in out and "total_timesteps=" in out
     # one method per kind (model-based control, model-based estimation, a trained estimator:
-    # the GRU, the cheapest to train); every default method's build is in the compare test
+    # the GRU, the cheapest to train); the CLI's builds of the others are in the compare test
     argv = ["train", "--scenarios", "linear", "lorenz", "--output", str(tmp_path), "--no-progress"]
     assert cli.main([*argv, "--methods", "lqg-oracle", "ekf-nominal", "rnn"]) == 0
     out = capsys.readouterr().out
