@@ -85,6 +85,10 @@ def test_lqg_matches_python_control_and_closed_form(dims, batch) -> None:
     ctrl = LQG(model, cost)
     # oracle LQG: J* = tr(S W) + tr(P_{t|t} K'(R + B'SB)K)
     P_post = steady_state_gain(model).cov.numpy()
+    # an unstable mode barely seen by the sensors (e.g. n_x = 5, n_y = 1) can make P_{t|t}'s
+    # condition number ~1e9, where float64 round-off alone moves J* by ~1e-5 relative: such
+    # draws say nothing about the formula at rel=1e-7
+    assume(np.linalg.cond(P_post) < 1e6)
     J_star = np.trace(S @ m["process_cov"]) + np.trace(
         P_post @ K_ref.T @ (R + m["B"].T @ S @ m["B"]) @ K_ref
     )
