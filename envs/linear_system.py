@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import control
 import numpy as np
+import scipy.linalg
 
 from kalmannet_ctrl._validation import check_positive_float
 from kalmannet_ctrl.errors import DimensionError
@@ -31,11 +31,20 @@ def default_linear_system() -> LinearGaussianModel:
     process_cov = 0.01 I, measurement_cov = 0.1, x_0 ~ N(0, I).
     """
     omega, zeta, dt = 1.0, 0.05, 0.1
-    sys = control.ss(
-        [[0.0, 1.0], [-(omega**2), -2 * zeta * omega]], [[0.0], [1.0]], [[1.0, 0.0]], 0.0
-    )
-    return LinearGaussianModel.from_control(
-        sys, 0.01 * np.eye(2), [[0.1]], dt=dt, x0_cov=np.eye(2), name="damped_oscillator"
+    a = np.array([[0.0, 1.0], [-(omega**2), -2 * zeta * omega]])
+    b = np.array([[0.0], [1.0]])
+    # zero-order hold: expm(dt [[a, b], [0, 0]]) = [[A, B], [0, I]] (python-control's
+    # sample_system gives the same; not imported here, as it takes seconds to import)
+    block = scipy.linalg.expm(dt * np.block([[a, b], [np.zeros((1, 3))]]))
+    return LinearGaussianModel(
+        block[:2, :2],
+        block[:2, 2:],
+        [[1.0, 0.0]],
+        0.01 * np.eye(2),
+        [[0.1]],
+        x0_cov=np.eye(2),
+        dt=dt,
+        name="damped_oscillator",
     )
 
 
