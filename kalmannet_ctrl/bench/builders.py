@@ -85,13 +85,13 @@ def _trained_estimator(ctx: BuildContext, cls: type, make: Callable[[], Any], fl
 
     The method's config gives the rollouts (``episodes``, ``steps``) and the keywords of
     :func:`~kalmannet_ctrl.training.fit` (``fit_steps`` as its ``steps``, ``batch_size``,
-    ``lr``); what it leaves out takes those functions' defaults.
+    ``lr``, ``segment``); what it leaves out takes those functions' defaults.
     """
     from ..training import env_rollouts, fit, load_checkpoint, save_checkpoint, split
 
-    keys = ("episodes", "steps", "fit_steps", "batch_size", "lr")
+    keys = ("episodes", "steps", "fit_steps", "batch_size", "lr", "segment")
     data_opts = ctx.options("episodes", "steps", required=("episodes", "steps"), accepted=keys)
-    fit_opts = ctx.options("fit_steps", "batch_size", "lr", accepted=keys)
+    fit_opts = ctx.options("fit_steps", "batch_size", "lr", "segment", accepted=keys)
     if "fit_steps" in fit_opts:
         fit_opts["steps"] = fit_opts.pop("fit_steps")
 

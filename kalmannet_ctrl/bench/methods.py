@@ -156,7 +156,10 @@ for _method in (
                 config={
                     **_LEARNED_LQG,
                     **budget("learned-noise-lqg"),
-                    "closed_loop_options": {"lr": 1e-2},
+                    # closed-loop lr on 100-step segments, quick budget, seed 0: 3e-3 closed
+                    # 67 / 91 / 83 % of the CartPole / large-mismatch / LinearSystem gaps,
+                    # 1e-2 0 / 91 / 85 % (no step beat the start on CartPole), 1e-3 69 / 69 / 82 %
+                    "closed_loop_options": {"lr": 3e-3},
                 },
             )
         ),

@@ -42,8 +42,11 @@ _FULL: dict[str, dict[str, Any]] = {
     "sac-measurement": {},
 }
 _QUICK: dict[str, dict[str, Any]] = {
-    "learned-noise": {"episodes": 50, "fit_steps": 100},
-    "kalmannet": {"fit_steps": 150},
+    # on 20-step segments resumed from recorded filter states (fit's segment): on the Lorenz
+    # scenario (seed 0) -23.7 dB in 21 s and -27.9 dB in 34 s, against -23.8 dB in 62 s and
+    # -28.2 dB in 85 s on whole sequences
+    "learned-noise": {"episodes": 50, "fit_steps": 100, "segment": 20, "batch_size": 128},
+    "kalmannet": {"fit_steps": 150, "segment": 20, "batch_size": 256, "lr": 4e-3},
     "learned-noise-lqg": {"fit_steps": 30, "closed_loop_steps": 30, "simulator_fit_steps": 5000},
     "kalmannet-lqg": {"closed_loop_steps": 50, "simulator_fit_steps": 5000},
     "ppo": {"total_timesteps": 10_000},
