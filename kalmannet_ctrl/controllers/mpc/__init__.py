@@ -3,7 +3,8 @@
 :class:`MPC` is the problem (model, cost, horizon, input bounds, estimator, terminal cost,
 ``cost_state``) and the controller; the method is a solver object holding only its own
 settings: :class:`QP` (the exact condensed box-QP of a linear model), :class:`LTV`
-(sequential linearization, real-time iteration) and :class:`MPPI` (sampling)::
+(sequential linearization, real-time iteration), :class:`MPPI` (sampling) and :class:`Unfolded`
+(K accelerated projected-gradient iterations of the QP with learned step sizes)::
 
     MPC(model, cost, horizon, input_bounds=..., solver=MPPI(samples=256, seed=0))
 """
@@ -13,6 +14,7 @@ from .mppi import MPPI
 from .problem import MPC, MPCSolution, MPCState, PlanWeights
 from .qp import QP
 from .solver import Plan, PlanRequest, Setup, Solver
+from .unfolded import Unfolded, UnfoldedSetup
 
 __all__ = [
     "LTV",
@@ -26,4 +28,6 @@ __all__ = [
     "PlanWeights",
     "Setup",
     "Solver",
+    "Unfolded",
+    "UnfoldedSetup",
 ]

@@ -202,11 +202,12 @@ class MPC(ModelBasedController):
     -----
     The solver's set-up and the terminal weight are computed from the model when the
     controller is built: rebuild it after changing the model's tensors. Planning runs under
-    ``torch.no_grad()``: the action is not differentiable. With a model-based estimator (not an
-    ``nn.Module``) :meth:`predict` runs entirely under ``torch.inference_mode()`` (the per-step
-    latency matters there), so the state it returns holds inference tensors: give it back to
-    :meth:`predict`, not to :meth:`step`; with a learned estimator it runs under
-    ``torch.no_grad()``.
+    ``torch.no_grad()``: the action is not differentiable, except with a solver whose setup is
+    (:class:`~.unfolded.Unfolded`, whose parameters train on the closed-loop cost). With a
+    model-based estimator (not an ``nn.Module``) :meth:`predict` runs entirely under
+    ``torch.inference_mode()`` (the per-step latency matters there), so the state it returns
+    holds inference tensors: give it back to :meth:`predict`, not to :meth:`step`; with a
+    learned estimator it runs under ``torch.no_grad()``.
 
     Examples
     --------
@@ -322,8 +323,9 @@ class MPC(ModelBasedController):
         y : (B, n_y) -> u (B, n_u)
         """
         xhat, est_state = self.estimator.step(state.estimator_state, y, state.u_prev)
-        with torch.no_grad():
-            xhat = xhat.detach()
+        grad = self.setup.differentiable and torch.is_grad_enabled()
+        with torch.set_grad_enabled(grad):
+            xhat = xhat if grad else xhat.detach()
             # the previous plan shifted by one step, its last input repeated
             warm = torch.cat([state.plan[:, 1:], state.plan[:, -1:]], 1)
             traj = self.setup.warm_trajectory(xhat, warm, state.trajectory, episode_start)

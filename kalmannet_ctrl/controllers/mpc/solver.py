@@ -149,6 +149,10 @@ class Setup(abc.ABC):
     solver, problem
     generator : torch.Generator or None
         The noise source of a sampling solver (MPPI); None otherwise.
+    differentiable : bool
+        Whether :meth:`plan` is differentiable with respect to the request's ``x0`` and the
+        setup's parameters (the unfolded solver); MPC then plans in its control loop with
+        gradients enabled (False: under ``torch.no_grad()``, from a detached estimate).
 
     Shapes
     ------
@@ -156,6 +160,7 @@ class Setup(abc.ABC):
     """
 
     generator: torch.Generator | None = None
+    differentiable: ClassVar[bool] = False
 
     def __init__(self, solver: Solver, problem: MPC) -> None:
         self.solver = solver
