@@ -1,4 +1,5 @@
-"""Training: datasets from models and environments, one fit loop, checkpoints."""
+"""Training: datasets from models and environments, one fit loop, checkpoints, closed-loop
+training of estimators and policies."""
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .closed_loop import closed_loop_cost, control_weight, fit_closed_loop
@@ -7,6 +8,7 @@ from .fit import FitResult, estimation_loss, fit
 from .lqg_pipeline import learned_lqg
 from .neural_mpc import prediction_error_cov, train_neural_mpc
 from .residual import Transitions, collect_transitions, fit_residual, one_step_mse
+from .tune_policy import tune_policy
 
 __all__ = [
     "FitResult",
@@ -27,4 +29,5 @@ __all__ = [
     "split",
     "train_neural_mpc",
     "trajectories",
+    "tune_policy",
 ]
