@@ -230,8 +230,10 @@ class MPC(ModelBasedController):
 
     @property
     def inference_safe(self) -> bool:  # type: ignore[override]
-        """True unless the estimator is a learned module (whose caches need version counters)."""
-        return not isinstance(self.estimator, torch.nn.Module)
+        """True unless the estimator is a learned module (whose caches need version counters)
+        or the solver's setup is differentiable (trained later: the estimator's caches made in
+        :meth:`predict` must not be inference tensors)."""
+        return not isinstance(self.estimator, torch.nn.Module) and not self.setup.differentiable
 
     def __init__(
         self,
