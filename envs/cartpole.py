@@ -17,6 +17,7 @@ from kalmannet_ctrl.models import (
     set_parameters,
 )
 
+from ._render import CartPoleRenderer
 from .core import MismatchParameter, PartiallyKnownEnv, PartiallyKnownVectorEnv, Problem, check_cost
 
 __all__ = ["CARTPOLE_LARGE_MISMATCH", "CartPoleEnv", "CartPoleVectorEnv", "default_cartpole_cost"]
@@ -122,6 +123,8 @@ class CartPoleEnv(PartiallyKnownEnv):
     - v0: initial release.
     """
 
+    #: Frames per second of ``render_mode="human"``: one frame per step of 0.02 s (real time).
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["human", "rgb_array"], "render_fps": 50}
     mismatch_spec: ClassVar[dict[str, MismatchParameter]] = {
         "pole_length": MismatchParameter(0.7, 0.25, 4.0, "true / nominal pole half-length"),
         "pole_mass": MismatchParameter(1.5, 0.25, 4.0, "true / nominal pole mass"),
@@ -166,6 +169,10 @@ class CartPoleEnv(PartiallyKnownEnv):
     def failed(self, x: np.ndarray) -> np.ndarray:
         """The pole fell past ``angle_limit`` or the cart left the track; x (B, 4) -> (B,)."""
         return (np.abs(x[:, 2]) > self.angle_limit) | (np.abs(x[:, 0]) > self.position_limit)
+
+    def make_renderer(self) -> CartPoleRenderer:
+        """Frames of the mechanism (see :meth:`PartiallyKnownEnv.render`)."""
+        return CartPoleRenderer()
 
 
 class CartPoleVectorEnv(PartiallyKnownVectorEnv, env_class=CartPoleEnv):

@@ -22,8 +22,15 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from kalmannet_ctrl._validation import check_positive_int
-from kalmannet_ctrl.errors import DimensionError, NonFiniteError, ParameterError
+from kalmannet_ctrl.errors import (
+    ComplexValueError,
+    DimensionError,
+    NonFiniteError,
+    ParameterError,
+)
 from kalmannet_ctrl.models import QuadraticCost, SystemModel, psd_sqrt
+
+from . import _render
 
 __all__ = [
     "MismatchParameter",
@@ -195,12 +202,24 @@ class PartiallyKnownEnv(gym.Env[np.ndarray, np.ndarray]):
     task : str
         What the env is benchmarked on (see the class attribute); default "regulation".
 
+    estimate : ndarray, (n_x,), or None
+        What a controller believes the current state is, drawn beside the true state by
+        :meth:`render` (set it after each ``step``, e.g. from a wrapper; ``reset`` clears it).
+
     These capabilities (with :meth:`cost_state`, :meth:`failed` and :meth:`succeeded`) are
     declared here with defaults, so callers read them from any ``PartiallyKnownEnv`` without
     probing; the native vector env forwards them.
+
+    Rendering: ``render_mode="rgb_array"`` makes :meth:`render` return the current frame, an
+    RGB ``uint8`` array (H, W, 3); ``"human"`` shows it in a window at ``metadata["render_fps"]``
+    on every reset and step. The default frame is a live plot of the last steps of the true
+    state, the measurement and the estimate (one panel per component); cart-pole and pendulum
+    draw the mechanism. Drawing needs pygame (``pip install "kalmannet-ctrl[render]"``),
+    imported on the first frame only. :meth:`render_frame` draws the frame of any recorded
+    trajectory, e.g. to make a video of episodes run elsewhere.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["human", "rgb_array"], "render_fps": 30}
     mismatch_spec: ClassVar[Mapping[str, MismatchParameter]] = {}
     failure_penalty: ClassVar[float] = 0.0
     #: What the env is benchmarked on: "regulation" (hold the origin), "swing-up" (reach the
@@ -215,13 +234,12 @@ class PartiallyKnownEnv(gym.Env[np.ndarray, np.ndarray]):
     def __init__(
         self, *, mismatch: Mapping[str, Any] | None = None, render_mode: str | None = None
     ) -> None:
-        if render_mode is not None:
-            raise ValueError(
-                f"render_mode: this environment does not render, found {render_mode!r}"
-            )
-        self.render_mode = None
+        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         self._configure(validate_mismatch(self.mismatch_spec, mismatch))
         self._x: np.ndarray | None = None
+        self._renderer: Any = None
+        self._window: _render.Window | None = None
+        self._history = _render.History(self.render_history)
 
     # -- to implement --------------------------------------------------------------------------
     def build(self, mismatch: dict[str, float]) -> Problem:
@@ -260,6 +278,17 @@ class PartiallyKnownEnv(gym.Env[np.ndarray, np.ndarray]):
         """
         return ~np.asarray(failed, dtype=bool)
 
+    #: Steps of history kept for the live plot of :meth:`render`.
+    render_history: ClassVar[int] = 200
+
+    def make_renderer(self) -> Any:
+        """The object that draws this env's frames: ``draw(env, trace) -> (H, W, 3) uint8``.
+
+        Default: the live plot of the state, measurement and estimate; environments with a
+        mechanism to show override it.
+        """
+        return _render.TracePlotRenderer()
+
     # -- configuration -------------------------------------------------------------------------
     def _configure(self, mismatch: dict[str, float]) -> None:
         problem = self.build(mismatch)
@@ -297,6 +326,11 @@ class PartiallyKnownEnv(gym.Env[np.ndarray, np.ndarray]):
         sim = self._sim
         self._x = sim.initial_state(self.np_random.standard_normal((1, sim.n_x)))
         y = sim.measure(self._x, self.np_random.standard_normal((1, sim.n_y)))
+        if self.render_mode is not None:
+            self._history.clear()
+            self._history.append(self._x[0], y[0])
+            if self.render_mode == "human":
+                self.render()
         return y[0].astype(np.float32), {"state": self._x[0].copy()}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -312,6 +346,10 @@ class PartiallyKnownEnv(gym.Env[np.ndarray, np.ndarray]):
         terminated = bool(self.failed(x_next)[0])
         reward = -stage - (self.failure_penalty if terminated else 0.0)
         self._x = x_next
+        if self.render_mode is not None:
+            self._history.append(x_next[0], y[0])
+            if self.render_mode == "human":
+                self.render()
         return (
             y[0].astype(np.float32),
             reward,
@@ -320,9 +358,136 @@ class PartiallyKnownEnv(gym.Env[np.ndarray, np.ndarray]):
             {"state": x_next[0].copy(), "cost": stage},
         )
 
+    # -- rendering -----------------------------------------------------------------------------
+    @property
+    def estimate(self) -> np.ndarray | None:
+        """The controller's estimate of the current state drawn by :meth:`render`, or None."""
+        est = self._history.estimates[-1] if self._history.estimates else None
+        return None if est is None or not np.isfinite(est).all() else est.copy()
+
+    @estimate.setter
+    def estimate(self, value: Any) -> None:
+        if self._x is None:
+            raise RuntimeError("estimate: call reset() before setting the estimate")
+        n_x = self._sim.n_x
+        est = np.full(n_x, np.nan) if value is None else check_real(value, "estimate", (n_x,))
+        if self.render_mode is not None:
+            self._history.estimates[-1] = est
+
+    def render(self) -> np.ndarray | None:
+        """The current frame: an RGB uint8 array (H, W, 3) with ``render_mode="rgb_array"``;
+        with ``"human"`` the frame is shown in a window (returns None); None without a render
+        mode.
+
+        Raises
+        ------
+        RuntimeError
+            Before the first ``reset``.
+        MissingDependencyError
+            Without pygame (the message holds the pip command).
+        """
+        if self.render_mode is None:
+            gym.logger.warn(
+                "render: no render_mode was given; make the env with render_mode='rgb_array' "
+                "(frames as arrays) or 'human' (a window)"
+            )
+            return None
+        trace = self._history.trace()
+        if trace is None:
+            raise RuntimeError("render: call reset() before render()")
+        frame = self._draw(trace)
+        if self.render_mode == "human":
+            if self._window is None:
+                self._window = _render.Window(type(self).__name__)
+            self._window.show(frame, float(self.metadata["render_fps"]))
+            return None
+        return frame
+
+    def render_frame(
+        self, states: Any, measurements: Any = None, estimates: Any = None, *, step: Any = None
+    ) -> np.ndarray:
+        """The frame :meth:`render` would draw after the trajectory ``states`` (any render mode).
+
+        Parameters
+        ----------
+        states : array-like, (T, n_x) or (n_x,)
+            True states x_0 … x_t; the frame shows the last one (and, for the live plot, the
+            previous ones).
+        measurements : array-like, (T, n_y), optional
+            The measurements of those states.
+        estimates : array-like, (T, n_x), optional
+            The controller's estimates; NaN rows where there is none.
+        step : int, optional
+            The time step printed on the frame; default T − 1.
+
+        Returns
+        -------
+        ndarray of uint8, (H, W, 3)
+
+        Shapes
+        ------
+        states (T, n_x), measurements (T, n_y), estimates (T, n_x) -> (H, W, 3)
+
+        Raises
+        ------
+        DimensionError
+            When an argument has the wrong shape or the rows disagree in number.
+        TypeError
+            For complex values.
+        MissingDependencyError
+            Without pygame.
+        """
+        sim = self._sim
+        return self._draw(
+            _render.make_trace(states, measurements, estimates, step, sim.n_x, sim.n_y)
+        )
+
+    def _draw(self, trace: _render.Trace) -> np.ndarray:
+        if self._renderer is None:
+            self._renderer = self.make_renderer()
+        return self._renderer.draw(self, trace)
+
+    def close(self) -> None:
+        if self._window is not None:
+            self._window.close()
+            self._window = None
+        super().close()
+
+
+def check_render_mode(render_mode: Any, modes: Any) -> str | None:
+    """``render_mode`` if it is None or one of ``modes``, else a ParameterError naming it."""
+    if render_mode is None or render_mode in modes:
+        return render_mode
+    raise ParameterError(
+        f"render_mode: expected None or one of {list(modes)}, found {render_mode!r}"
+    )
+
+
+def check_real(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A float64 copy of a real array of ``shape`` (a leading batch of one is accepted)."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"{name}: expected an array of numbers, found {type(value).__name__}"
+        ) from exc
+    if np.iscomplexobj(arr):
+        raise ComplexValueError(f"{name}: expected real numbers, found dtype {arr.dtype}")
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
+    ):
+        raise TypeError(f"{name}: expected an array of numbers, found dtype {arr.dtype}")
+    if arr.shape != shape and arr.shape != (1, *shape):
+        raise DimensionError(f"{name}: expected shape {shape}, found {arr.shape}")
+    return arr.astype(np.float64).reshape(shape)
+
 
 def check_action(action: Any, space: spaces.Box, name: str) -> np.ndarray:
     """A float64 copy of ``action`` clipped to ``space``; shape (..., n_u) as the space's."""
+    if np.iscomplexobj(action):
+        raise ComplexValueError(
+            f"{name}: expected real numbers, found dtype {np.asarray(action).dtype}"
+        )
     try:
         a = np.asarray(action, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -360,6 +525,9 @@ class PartiallyKnownVectorEnv(VectorEnv):
     num_envs : int
     max_episode_steps : int, optional
         Default: no truncation.
+    render_mode : {None, "rgb_array"}
+        With ``"rgb_array"``, :meth:`render` returns one frame per copy (as the single env
+        draws it, from each copy's own episode).
     **kwargs
         Passed to the env class (e.g. ``mismatch``).
 
@@ -370,7 +538,7 @@ class PartiallyKnownVectorEnv(VectorEnv):
     """
 
     metadata: ClassVar[dict[str, Any]] = {
-        "render_modes": [],
+        "render_modes": ["rgb_array"],
         "autoreset_mode": AutoresetMode.NEXT_STEP,
     }
     #: The :class:`PartiallyKnownEnv` subclass batched (declared in the class statement).
@@ -384,7 +552,12 @@ class PartiallyKnownVectorEnv(VectorEnv):
             cls.env_class = env_class
 
     def __init__(
-        self, num_envs: int = 1, *, max_episode_steps: int | None = None, **kwargs: Any
+        self,
+        num_envs: int = 1,
+        *,
+        max_episode_steps: int | None = None,
+        render_mode: str | None = None,
+        **kwargs: Any,
     ) -> None:
         env_class = type(self).env_class
         if env_class is None:
@@ -399,7 +572,9 @@ class PartiallyKnownVectorEnv(VectorEnv):
             else check_positive_int(max_episode_steps, "max_episode_steps")
         )
         self.env = env_class(**kwargs)  # holds the models; never stepped itself
-        self.render_mode = None
+        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
+        self.metadata = {**self.metadata, "render_fps": self.env.metadata["render_fps"]}
+        self._histories = [_render.History(self.env.render_history) for _ in range(self.num_envs)]
         self._set_spaces()
         self._x: np.ndarray | None = None
         self._steps = np.zeros(self.num_envs, dtype=np.int64)
@@ -467,6 +642,10 @@ class PartiallyKnownVectorEnv(VectorEnv):
         y = sim.measure(self._x, self.np_random.standard_normal((B, sim.n_y)))
         self._steps[:] = 0
         self._prev_done[:] = False
+        if self.render_mode is not None:
+            for b, history in enumerate(self._histories):
+                history.clear()
+                history.append(self._x[b], y[b])
         return y.astype(np.float32), {"state": self._x.copy(), "_state": np.ones(B, dtype=bool)}
 
     def step(
@@ -508,7 +687,30 @@ class PartiallyKnownVectorEnv(VectorEnv):
         truncated[done] = False
         y = sim.measure(x_next, self.np_random.standard_normal((B, sim.n_y)))
         self._x = x_next
+        if self.render_mode is not None:
+            for b, history in enumerate(self._histories):
+                if done[b]:
+                    history.clear()
+                history.append(x_next[b], y[b])
         self._prev_done = terminated | truncated
         every = np.ones(B, dtype=bool)
         info = {"state": x_next.copy(), "cost": stage, "_state": every, "_cost": every.copy()}
         return y.astype(np.float32), reward, terminated, truncated, info
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """One RGB uint8 frame (H, W, 3) per copy with ``render_mode="rgb_array"``, else None.
+
+        Raises
+        ------
+        RuntimeError
+            Before the first ``reset``.
+        """
+        if self.render_mode is None:
+            gym.logger.warn(
+                "render: no render_mode was given; make the env with render_mode='rgb_array'"
+            )
+            return None
+        traces = [history.trace() for history in self._histories]
+        if any(trace is None for trace in traces):
+            raise RuntimeError("render: call reset() before render()")
+        return tuple(self.env._draw(trace) for trace in traces if trace is not None)

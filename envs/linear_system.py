@@ -105,6 +105,8 @@ class LinearSystemEnv(PartiallyKnownEnv):
     - v0: initial release.
     """
 
+    #: Frames per second of ``render_mode="human"``: one frame per step of 0.1 s (real time).
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["human", "rgb_array"], "render_fps": 10}
     mismatch_spec: ClassVar[dict[str, MismatchParameter]] = {
         "rotation_A_deg": MismatchParameter(2.0, -180.0, 180.0, "rotation of A and B in degrees"),
         "rotation_C_deg": MismatchParameter(0.0, -180.0, 180.0, "rotation of C in degrees"),

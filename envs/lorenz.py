@@ -92,6 +92,8 @@ class LorenzEnv(PartiallyKnownEnv):
     """
 
     task: ClassVar[str] = "estimation"
+    #: Frames per second of ``render_mode="human"``: one frame per step of 0.02 s (real time).
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["human", "rgb_array"], "render_fps": 50}
     mismatch_spec: ClassVar[dict[str, MismatchParameter]] = {
         "nominal_order": MismatchParameter(
             2.0, 1.0, 10.0, "Taylor order J of the nominal model", integer=True

@@ -11,6 +11,7 @@ import torch
 from kalmannet_ctrl._validation import check_positive_float
 from kalmannet_ctrl.models import QuadraticCost, pendulum, set_parameters
 
+from ._render import PendulumRenderer
 from .core import MismatchParameter, PartiallyKnownEnv, PartiallyKnownVectorEnv, Problem, check_cost
 
 __all__ = [
@@ -110,6 +111,8 @@ class PendulumEnv(PartiallyKnownEnv):
     """
 
     task: ClassVar[str] = "swing-up"
+    #: Frames per second of ``render_mode="human"``: one frame per step of 0.05 s (real time).
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["human", "rgb_array"], "render_fps": 20}
     mismatch_spec: ClassVar[dict[str, MismatchParameter]] = {
         "mass": MismatchParameter(1.2, 0.25, 4.0, "true / nominal mass"),
         "length": MismatchParameter(1.1, 0.25, 4.0, "true / nominal rod length"),
@@ -177,6 +180,10 @@ class PendulumEnv(PartiallyKnownEnv):
             damping=p["damping"] * mismatch["damping"],
         )
         return Problem.symmetric(nominal, true, self._cost, self._bound)
+
+    def make_renderer(self) -> PendulumRenderer:
+        """Frames of the mechanism (see :meth:`PartiallyKnownEnv.render`)."""
+        return PendulumRenderer()
 
 
 class PendulumVectorEnv(PartiallyKnownVectorEnv, env_class=PendulumEnv):

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "BatchSizeError",
     "CheckpointError",
+    "ComplexValueError",
     "DimensionError",
     "DivergenceError",
     "KalmanNetCtrlError",
@@ -33,6 +34,10 @@ class DimensionError(KalmanNetCtrlError, ValueError):
 
 class BatchSizeError(DimensionError):
     """Two arguments disagree on the batch size B."""
+
+
+class ComplexValueError(KalmanNetCtrlError, TypeError):
+    """A complex number or array was given where a real one is expected."""
 
 
 class NonFiniteError(KalmanNetCtrlError, ValueError):

@@ -145,7 +145,7 @@ def test_bad_mismatch_raises_a_typed_error(mismatch, error, match) -> None:
             DimensionError,
             r"cost: expected Q \(4, 4\) and R \(1, 1\), found Q \(2, 2\)",
         ),
-        ({"render_mode": "human"}, ValueError, r"render_mode"),
+        ({"render_mode": "ansi"}, ParameterError, r"render_mode: expected None or one of"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, error, match) -> None:

@@ -147,8 +147,8 @@ def test_bad_constructor_arguments() -> None:
         LorenzEnv(cost=QuadraticCost(np.eye(2), np.eye(3)))
     with pytest.raises(TypeError, match="cost: expected a QuadraticCost"):
         LorenzEnv(cost=np.eye(3))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="render_mode"):
-        LorenzEnv(render_mode="human")
+    with pytest.raises(ParameterError, match="render_mode: expected None or one of"):
+        LorenzEnv(render_mode="video")
 
 
 def test_one_step_is_the_true_model_plus_noise() -> None:
