@@ -25,12 +25,12 @@ def tune_policy(
     model: SystemModel,
     *,
     cost: QuadraticCost | None = None,
-    steps: int = 100,
+    steps: int = 50,
     horizon: int = 100,
-    episodes: int = 600,
-    batch_size: int = 6,
-    lr: float = 0.03,
-    lr_schedule: str = "constant",
+    episodes: int = 640,
+    batch_size: int = 64,
+    lr: float = 0.05,
+    lr_schedule: str = "cosine",
     grad_clip: float | None = None,
     val_episodes: int = 64,
     val_every: int = 10,
@@ -59,6 +59,12 @@ def tune_policy(
     model plus a residual, as :func:`~kalmannet_ctrl.training.learned_lqg` fits); its own
     parameters are not trained. For a full-state policy the simulated observation is the state
     itself (no measurement noise).
+
+    The defaults are the settings of ``benchmarks/cocp.py``'s reproduction of cvxgrp/cocp's
+    constrained LQR, where they take the ADP policy from 17.7 to 13.1 per step in 25 s on one
+    core (the reference's 100 SGD steps of 6 episodes reach about 13.0 on its 6 test episodes):
+    per-operation overhead, not arithmetic, sets the time of these small problems, so a
+    minibatch of 64 episodes costs little more than one of 6 and needs fewer steps.
 
     Parameters
     ----------
