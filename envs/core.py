@@ -112,6 +112,10 @@ def validate_mismatch(
     out: dict[str, float] = {}
     for key, p in spec.items():
         value = mismatch.get(key, p.default)
+        if isinstance(value, (complex, np.complexfloating)):
+            raise ComplexValueError(
+                f"{name}[{key!r}]: expected a real number ({p.doc}), found {value}"
+            )
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise TypeError(
                 f"{name}[{key!r}]: expected a number ({p.doc}), found {type(value).__name__}"

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .errors import (
     BatchSizeError,
+    ComplexValueError,
     DimensionError,
     NonFiniteError,
     NotPositiveDefiniteError,
@@ -36,7 +37,9 @@ def as_tensor(
     """Convert ``value`` (tensor, NumPy array, number or nested list) to a floating tensor.
 
     A tensor keeps its dtype and device unless ``dtype``/``device`` are given; anything else
-    becomes float64 (or ``dtype``). Gradients are preserved for tensors.
+    becomes float64 (or ``dtype``). Gradients are preserved for tensors. Complex values raise
+    :class:`~kalmannet_ctrl.errors.ComplexValueError` (a ``TypeError``) instead of losing their
+    imaginary part.
     """
     if isinstance(value, Tensor):
         t = value
@@ -47,6 +50,11 @@ def as_tensor(
             raise TypeError(
                 f"{name}: expected an array-like of numbers, found {type(value).__name__}"
             ) from exc
+        if np.iscomplexobj(arr):
+            raise ComplexValueError(
+                f"{name}: expected real numbers, found {type(value).__name__} with dtype "
+                f"{arr.dtype}"
+            )
         if arr.dtype == object or not (
             np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
         ):
@@ -60,7 +68,7 @@ def as_tensor(
         if dtype is None and t.dtype != torch.float32:
             t = t.to(torch.float64)
     if t.is_complex():
-        raise TypeError(f"{name}: expected a real floating tensor, found dtype {t.dtype}")
+        raise ComplexValueError(f"{name}: expected a real floating tensor, found dtype {t.dtype}")
     if not t.is_floating_point():
         t = t.to(dtype or torch.float64)
     if (dtype is not None and t.dtype != dtype) or (
@@ -173,6 +181,7 @@ def check_batch(name: str, found: int, expected: int) -> None:
 
 def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
     """Return ``value`` as an int, raising if it is not an integer ``>= minimum``."""
+    check_not_complex(value, name)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected an integer >= {minimum}, found {type(value).__name__}")
     if value < minimum:
@@ -182,6 +191,7 @@ def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
 
 def check_positive_float(value: Any, name: str) -> float:
     """``value`` as a finite float > 0; TypeError for non-numbers, ParameterError otherwise."""
+    check_not_complex(value, name)
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: expected a number > 0, found {type(value).__name__}")
     out = float(value)
@@ -192,9 +202,22 @@ def check_positive_float(value: Any, name: str) -> float:
 
 def check_nonnegative_float(value: Any, name: str) -> float:
     """``value`` as a finite float >= 0; TypeError for non-numbers, ParameterError otherwise."""
+    check_not_complex(value, name)
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: expected a number >= 0, found {type(value).__name__}")
     out = float(value)
     if not (math.isfinite(out) and out >= 0):
         raise ParameterError(f"{name}: expected a finite number >= 0, found {value}")
     return out
+
+
+def check_not_complex(value: Any, name: str) -> None:
+    """Raise :class:`ComplexValueError` for a complex number, array or tensor."""
+    if isinstance(value, Tensor):
+        complex_ = value.is_complex()
+    elif isinstance(value, (complex, np.complexfloating)):
+        complex_ = True
+    else:
+        complex_ = isinstance(value, np.ndarray) and np.iscomplexobj(value)
+    if complex_:
+        raise ComplexValueError(f"{name}: expected a real number, found {value!r}")

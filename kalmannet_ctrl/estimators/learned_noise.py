@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._validation import as_tensor
 from ..errors import DimensionError
 from ..models.base import SystemModel
 from ..models.linear import LinearGaussianModel
@@ -99,12 +100,16 @@ class LearnedNoiseKalmanFilter(nn.Module):
         W = (
             model.process_cov
             if init_process_cov is None
-            else torch.as_tensor(init_process_cov, dtype=model.dtype)
+            else as_tensor(
+                init_process_cov, "init_process_cov", dtype=model.dtype, device=model.device
+            )
         )
         V = (
             model.measurement_cov
             if init_measurement_cov is None
-            else torch.as_tensor(init_measurement_cov, dtype=model.dtype)
+            else as_tensor(
+                init_measurement_cov, "init_measurement_cov", dtype=model.dtype, device=model.device
+            )
         )
         if W.shape != (model.n_x, model.n_x):
             raise DimensionError(

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from .._validation import check_not_complex
 from ..models.base import SystemModel, psd_sqrt
 from .base import GaussianFilter
 
@@ -44,6 +45,8 @@ class UnscentedKalmanFilter(GaussianFilter):
     ) -> None:
         super().__init__(model)
         n = model.n_x
+        for name, value in (("alpha", alpha), ("beta", beta), ("kappa", kappa)):
+            check_not_complex(value, name)
         if not (0.0 < alpha <= 1.0):
             raise ValueError(f"alpha: expected 0 < alpha <= 1, found {alpha}")
         if not math.isfinite(beta):

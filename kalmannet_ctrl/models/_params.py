@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._validation import check_not_complex
 from ..errors import ParameterError
 
 if TYPE_CHECKING:
@@ -167,6 +168,7 @@ def _selector(rows: tuple[int, ...], n: int, x: Tensor) -> Tensor:
 
 def _real(value: Any, name: str, *, minimum: float | None = None, strict: bool = False) -> float:
     """``value`` as a finite float, optionally ``> minimum`` (strict) or ``>= minimum``."""
+    check_not_complex(value, name)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ParameterError(f"{name}: expected a real number, found {type(value).__name__}")
     value = float(value)

@@ -25,6 +25,7 @@ from typing import Any, Literal, cast
 
 from torch import Tensor
 
+from .._validation import check_not_complex
 from ..errors import DimensionError, NonFiniteError, ParameterError
 from ._geometry import rotation_matrix
 from ._params import noise_parameter_kinds
@@ -181,6 +182,7 @@ def scale_parameters(model: SystemModel, **factors: float) -> SystemModel:
     _check_rebuildable(model, "scale_parameters", factors)
     new: dict[str, Any] = {}
     for name, factor in factors.items():
+        check_not_complex(factor, f"scale_parameters: factor for {name!r}")
         if isinstance(factor, bool) or not isinstance(factor, numbers.Real):
             raise ParameterError(
                 f"scale_parameters: factor for {name!r}: expected a positive number, "
@@ -301,6 +303,7 @@ def _check_side(side: Any) -> Side:
 
 
 def _scale_value(value: Any, name: str, *, allow_zero: bool) -> float:
+    check_not_complex(value, name)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a number, found {type(value).__name__}")
     value = float(value)
