@@ -1,4 +1,5 @@
-"""Latency and throughput of the controllers: LQG, MPC (QP, LTV, MPPI) and neural MPC.
+"""Latency and throughput of the controllers: LQG, MPC (QP, LTV, MPPI, unfolded), the ADP
+convex policy and neural MPC.
 
 For each controller, prints one row of a Markdown table with
 
@@ -42,7 +43,7 @@ import torch
 from _common import machine, make_parser, parse
 
 import kalmannet_ctrl.envs  # noqa: F401  (registers the environments)
-from kalmannet_ctrl.controllers import LQG, LTV, MPC, MPPI, NeuralMPC
+from kalmannet_ctrl.controllers import LQG, LTV, MPC, MPPI, ConvexPolicy, NeuralMPC, Unfolded
 from kalmannet_ctrl.models import ResidualModel, linearize
 
 LINEAR = "kalmannet_ctrl/LinearSystem-v0"
@@ -99,6 +100,25 @@ def classical_cases() -> list[Case]:
             LINEAR,
             "H=20, bound 0.5",
             lambda env: MPC(env.true_model, env.cost, 20, input_bounds=(-0.5, 0.5)),
+            {"action_bound": 0.5},
+        ),
+        *(
+            Case(
+                "MPC unfolded, bounds active",
+                LINEAR,
+                f"H=20, bound 0.5, K={K}",
+                lambda env, K=K: MPC(
+                    env.true_model, env.cost, 20, input_bounds=(-0.5, 0.5), solver=Unfolded(K=K)
+                ),
+                {"action_bound": 0.5},
+            )
+            for K in (3, 5, 10)
+        ),
+        Case(
+            "ConvexPolicy (ADP), bounds active",
+            LINEAR,
+            "H=1, bound 0.5",
+            lambda env: ConvexPolicy(env.true_model, env.cost, input_bounds=(-0.5, 0.5)),
             {"action_bound": 0.5},
         ),
         Case("LQG (linearized, KF)", CARTPOLE, "-", lqg_cartpole),
