@@ -151,6 +151,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, found {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, found {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kalmannet-ctrl",
@@ -238,6 +248,14 @@ def _add_compare_parser(sub: Any) -> None:
         "--ray-address", default=None, help="Ray cluster address (default: a local Ray instance)"
     )
     compare.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
+    compare.add_argument(
+        "--videos",
+        type=_nonnegative_int,
+        default=0,
+        metavar="N",
+        help="write videos/<scenario>.gif: the first N seeded episodes of every method side by "
+        'side (default 0: none; needs pip install "kalmannet-ctrl[render]")',
+    )
 
 
 def _add_grid_arguments(p: argparse.ArgumentParser) -> None:
@@ -325,6 +343,19 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
     scenarios, methods, preset = _grid(args, parser)
     episodes = preset.episodes if args.episodes is None else args.episodes
+    if args.videos > episodes:
+        parser.error(
+            f"--videos: expected at most the {episodes} episodes per cell, found {args.videos}"
+        )
+    if args.videos:
+        from .bench.videos import require_rendering
+        from .errors import MissingDependencyError
+
+        try:  # before the comparison runs, not after
+            require_rendering()
+        except MissingDependencyError as exc:
+            print(f"kalmannet-ctrl compare: error: {exc}", file=sys.stderr)
+            return 1
     if args.sweep:
         scenarios = _sweep(scenarios, args.sweep, parser)
     if args.executor == "ray":
@@ -347,6 +378,7 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             executor=executor,
             output_dir=out,
             progress=not args.no_progress,
+            videos=args.videos,
         )
     except PermissionError as exc:
         print(f"kalmannet-ctrl compare: error: {exc}", file=sys.stderr)
@@ -361,6 +393,12 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
         key = args.sweep.partition("=")[0] if args.sweep else None
         written += [p.name for p in write_plots(results, out / "plots", mismatch_parameter=key)]
+    if args.videos:
+        from .bench.videos import write_videos
+
+        written += [
+            f"videos/{p.name}" for p in write_videos(results, out / "videos", episodes=args.videos)
+        ]
     print(
         f"kalmannet-ctrl {__version__} compare (preset {preset.name}): {len(scenarios)} "
         f"scenario(s) x {len(methods)} method(s), {episodes} episodes per cell, seed {args.seed}"

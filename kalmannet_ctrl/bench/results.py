@@ -63,7 +63,7 @@ class CellResult:
     mse_db_per_step : list of float
         The same per time step (for the error-over-time plot).
     gap_pct : float
-        100 (cost − oracle cost) / |oracle cost| against the scenario's oracle method (filled in
+        100 (cost − oracle cost) / ``|oracle cost|`` against the scenario's oracle method (filled in
         by :class:`Results`; NaN without one).
     gap_closed_pct, gap_closed_ci95 : float
         The share of the gap between the scenario's nominal baseline (0 %) and its oracle
@@ -85,11 +85,13 @@ class CellResult:
     latency_us : float
         Wall time of ``predict`` per env step, batched over the episodes.
     samples : dict
-        The first (at most 3) episodes, for trajectory plots: ``state`` (T + 1, episodes, n_x)
-        the true states x_0 .. x_T, ``estimate`` (T, episodes, n_x) the estimates x̂_{t|t}
-        matching ``state[t]`` (empty for a controller without ``estimate``), and ``length``
-        (episodes,) the steps each ran before it ended (later entries belong to the next,
-        automatically reset episode). T is the number of steps run.
+        The first episodes (3, or ``compare``'s ``videos`` if more), for trajectory plots and
+        videos: ``state`` (T + 1, episodes, n_x) the true states x_0 .. x_T, ``measurement``
+        (T + 1, episodes, n_y) their measurements y_0 .. y_T, ``estimate`` (T, episodes, n_x)
+        the estimates x̂_{t|t} matching ``state[t]`` (empty for a controller without
+        ``estimate``), and ``length`` (episodes,) the steps each ran before it ended (later
+        entries belong to the next, automatically reset episode). T is the number of steps
+        run.
     scenario_spec : dict
         The scenario's definition, with ``mismatch`` the one in force (defaults completed).
 

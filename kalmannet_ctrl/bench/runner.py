@@ -45,18 +45,21 @@ class CellTask:
     episodes: int
     seed: int
     cache_root: str | None
+    #: Episodes whose states, measurements and estimates the cell keeps (``samples``).
+    sample_episodes: int = _SAMPLE_EPISODES
 
     def key(self) -> str:
-        return stable_hash(
-            {
-                "scenario": self.scenario.key(),
-                "method": self.method.name,
-                "config": dict(self.method.config),
-                "episodes": self.episodes,
-                "seed": self.seed,
-                "version": __version__,
-            }
-        )
+        spec = {
+            "scenario": self.scenario.key(),
+            "method": self.method.name,
+            "config": dict(self.method.config),
+            "episodes": self.episodes,
+            "seed": self.seed,
+            "version": __version__,
+        }
+        if self.sample_episodes != _SAMPLE_EPISODES:
+            spec["sample_episodes"] = self.sample_episodes
+        return stable_hash(spec)
 
 
 def run_cell(task: CellTask) -> CellResult | None:
@@ -114,7 +117,7 @@ def run_cell(task: CellTask) -> CellResult | None:
         episode_est_steps=per_episode_err[1],
         train_env_steps=int(ctx.train_info.get("env_steps", 0)),
         mse_db_per_step=per_step,
-        samples=_samples(roll, taken),
+        samples=_samples(roll, taken, task.sample_episodes),
         scenario_spec={**scenario.to_dict(), "mismatch": dict(env.mismatch)},
         key=task.key(),
     )
@@ -143,13 +146,13 @@ def _estimation_error(
     return (10 * math.log10(mse) if mse > 0 else -math.inf), per_step, per_episode
 
 
-def _samples(roll: Rollout, taken: int) -> dict[str, Any]:
-    """The first few episodes' states and estimates, for the plots."""
+def _samples(roll: Rollout, taken: int, k: int) -> dict[str, Any]:
+    """The first ``k`` episodes' states, measurements and estimates, for plots and videos."""
     assert roll.x is not None
-    k = _SAMPLE_EPISODES
     estimate = [] if roll.estimate is None else roll.estimate[:k, :taken].transpose(1, 0, 2)
     return {
         "state": roll.x[:k, : taken + 1].transpose(1, 0, 2).tolist(),
+        "measurement": roll.y[:k, : taken + 1].transpose(1, 0, 2).tolist(),
         "estimate": [] if roll.estimate is None else estimate.tolist(),
         "length": roll.lengths[:k].tolist(),
     }
@@ -241,6 +244,7 @@ def compare(
     executor: Any = None,
     output_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    videos: int = 0,
 ) -> Results:
     """Run every method on every scenario and collect the measurements.
 
@@ -262,6 +266,10 @@ def compare(
         cells. ``None`` caches nothing.
     progress : bool
         Show a progress bar.
+    videos : int
+        Keep the states, measurements and estimates of this many episodes per cell (at least
+        3, the trajectory plots' samples) for
+        :func:`~kalmannet_ctrl.bench.videos.write_videos`; at most ``episodes``.
 
     Returns
     -------
@@ -279,11 +287,17 @@ def compare(
         if not isinstance(m, Method):
             raise TypeError(f"methods: expected Method objects, found {type(m).__name__}")
     episodes = check_positive_int(episodes, "episodes", minimum=2)
+    videos = check_positive_int(videos, "videos", minimum=0)
+    if videos > episodes:
+        raise ValueError(
+            f"videos: expected at most the {episodes} episodes per cell, found {videos}"
+        )
+    sample_episodes = max(_SAMPLE_EPISODES, videos)
     root = None if output_dir is None else Path(output_dir)
     if root is not None:
         _check_writable(root)
     tasks = [
-        CellTask(s, m, episodes, int(seed), None if root is None else str(root))
+        CellTask(s, m, episodes, int(seed), None if root is None else str(root), sample_episodes)
         for s in scenarios
         for m in methods
     ]
