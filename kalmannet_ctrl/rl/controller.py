@@ -88,6 +88,11 @@ def _check_algorithm(sb3: Any, model: Any) -> tuple[int, int]:
     return int(obs_space.shape[0]), int(model.action_space.shape[0])
 
 
+def _is_recurrent(model: Any) -> bool:
+    """Whether ``model``'s policy keeps an LSTM state (sb3-contrib's recurrent policies)."""
+    return hasattr(model.policy, "lstm_hidden_state_shape")
+
+
 def _history_n_y(
     angles: Any, size: int, history: int, n_u: int, include_actions: bool
 ) -> tuple[int, tuple[Any, ...]]:
@@ -119,12 +124,15 @@ class RLController(BaseController):
     ``episode_start`` restart), applies the observation normalization of training
     (VecNormalize statistics) if any, and asks the policy for u_t. The action is clipped to the
     policy's action space and fed back to the estimator/history at the next call, as
-    :class:`~kalmannet_ctrl.controllers.LQG` does.
+    :class:`~kalmannet_ctrl.controllers.LQG` does. A recurrent policy (sb3-contrib's
+    ``RecurrentPPO``) keeps its LSTM state in the controller state (``RLState.policy_state``),
+    restarted from zero for the rows flagged by ``episode_start``.
 
     Parameters
     ----------
     model : stable_baselines3 BaseAlgorithm
-        The trained policy (PPO, SAC, ...), with a Box action space.
+        The trained policy (PPO, SAC, sb3-contrib's RecurrentPPO, ...), with a Box action
+        space.
     observation : {"measurement", "estimate"}, default "measurement"
         What the policy was trained on (see :class:`~kalmannet_ctrl.rl.PolicyObservation`).
     estimator : Estimator, optional
@@ -237,6 +245,9 @@ class RLController(BaseController):
                 f"{self.policy_input!r}, found {model.observation_space.shape}"
             )
         self.model = model
+        #: Whether the policy is recurrent (sb3-contrib's RecurrentPPO): its LSTM state is
+        #: carried in the controller state (``RLState.policy_state``).
+        self.recurrent = _is_recurrent(model)
         self.estimator = estimator
         self.action_low = np.asarray(model.action_space.low, dtype=np.float64)
         self.action_high = np.asarray(model.action_space.high, dtype=np.float64)
@@ -287,7 +298,15 @@ class RLController(BaseController):
         y : (B, n_y) -> u (B, n_u)
         """
         features, state = self.policy_input.step(state, y)
-        action, _ = self.model.predict(self._normalize(features), deterministic=deterministic)
+        obs = self._normalize(features)
+        if self.recurrent:
+            # rows restarted by episode_start already have the LSTM's zero state (reset_rows)
+            action, policy_state = self.model.predict(
+                obs, state=state.policy_state, deterministic=deterministic
+            )
+            state = state._replace(policy_state=tuple(np.asarray(h) for h in policy_state))
+        else:
+            action, _ = self.model.predict(obs, deterministic=deterministic)
         u = self.clip(torch.as_tensor(np.asarray(action, dtype=np.float64).reshape(-1, self.n_u)))
         return u, state._replace(u_prev=u)
 

@@ -17,11 +17,21 @@ from typing import Any
 
 from ..errors import ParameterError
 
-__all__ = ["ALGOS", "HYPERPARAMS", "META_KEYS", "check_algo", "env_name", "hyperparams_for"]
+__all__ = [
+    "ALGOS",
+    "ALGO_CLASSES",
+    "HYPERPARAMS",
+    "META_KEYS",
+    "check_algo",
+    "env_name",
+    "hyperparams_for",
+]
 
-#: The algorithms :func:`~kalmannet_ctrl.rl.train_rl` trains (Stable-Baselines3 class names in
-#: lower case); each has its file ``hyperparams/<algo>.yml``.
-ALGOS: tuple[str, ...] = ("ppo", "sac")
+#: The algorithms :func:`~kalmannet_ctrl.rl.train_rl` trains, by their class names
+#: (Stable-Baselines3's PPO and SAC, sb3-contrib's RecurrentPPO).
+ALGO_CLASSES: dict[str, str] = {"ppo": "PPO", "sac": "SAC", "recurrentppo": "RecurrentPPO"}
+#: The same names in lower case; each has its file ``hyperparams/<algo>.yml``.
+ALGOS: tuple[str, ...] = tuple(ALGO_CLASSES)
 
 #: Keys of an entry that are not constructor arguments of the Stable-Baselines3 algorithm.
 META_KEYS: tuple[str, ...] = (

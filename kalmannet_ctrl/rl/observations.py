@@ -198,11 +198,16 @@ class RLState(NamedTuple):
     u_prev : Tensor, (B, n_u)
         The action applied after the last measurement (float64): the next prediction's input,
         and the next history row's action. Zero at an episode's start.
+    policy_state : tuple of np.ndarray, ((n_layers, B, hidden), (n_layers, B, hidden)), or None
+        A recurrent policy's LSTM hidden and cell states after the last action (sb3-contrib's
+        ``RecurrentPPO``); None for a feed-forward policy, and before a recurrent policy's
+        first action (its zero state).
     """
 
     estimator_state: Any
     history: Tensor | None
     u_prev: Tensor
+    policy_state: tuple[np.ndarray, ...] | None = None
 
 
 class PolicyObservation:
@@ -360,11 +365,16 @@ class PolicyObservation:
         """
         col = mask[:, None]
         u_prev = torch.where(col, torch.zeros_like(state.u_prev), state.u_prev)
+        policy_state = state.policy_state
+        if policy_state is not None:  # the LSTM restarts from its zero state
+            rows = mask.cpu().numpy()
+            policy_state = tuple(np.where(rows[None, :, None], 0.0, h) for h in policy_state)
         if self.estimator is not None:
-            return RLState(self.estimator.reset(state.estimator_state, mask), None, u_prev)
+            estimator_state = self.estimator.reset(state.estimator_state, mask)
+            return RLState(estimator_state, None, u_prev, policy_state)
         assert state.history is not None
         history = torch.where(mask[:, None, None], torch.zeros_like(state.history), state.history)
-        return RLState(None, history, u_prev)
+        return RLState(None, history, u_prev, policy_state)
 
     def step(self, state: RLState, y: Tensor) -> tuple[np.ndarray, RLState]:
         """Take in y_t (with u_{t−1} = ``state.u_prev``) and return the policy's observation.
@@ -390,7 +400,7 @@ class PolicyObservation:
                     diag = torch.diagonal(est_state.cov, dim1=-2, dim2=-1)
                     parts.append(diag.to(torch.float64).expand(xhat.shape[0], -1))
                 obs = torch.cat(parts, -1)
-                new_state = RLState(est_state, None, state.u_prev)
+                new_state = RLState(est_state, None, state.u_prev, state.policy_state)
             else:
                 assert state.history is not None
                 row = self.features(y.to(torch.float64))
@@ -398,7 +408,7 @@ class PolicyObservation:
                     row = torch.cat([row, state.u_prev], -1)
                 history = torch.cat([state.history[:, 1:], row[:, None]], 1)
                 obs = history.reshape(history.shape[0], -1)
-                new_state = RLState(None, history, state.u_prev)
+                new_state = RLState(None, history, state.u_prev, state.policy_state)
         return obs.cpu().numpy().astype(np.float32), new_state
 
     def __repr__(self) -> str:

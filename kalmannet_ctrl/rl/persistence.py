@@ -29,7 +29,7 @@ from .._io import atomic_path, atomic_write_text
 from ..errors import CheckpointError, DimensionError, ParameterError
 from ..estimators.base import Estimator
 from ..models.base import SystemModel
-from ._deps import require_sb3
+from ._deps import algorithm_class, require_sb3
 from .observations import OBSERVATION_MODES, SETTING_TYPES
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ __all__ = ["ALGORITHMS", "FORMAT", "load", "load_rl", "paths", "read_sidecar", "
 #: The ``format`` entry of every sidecar.
 FORMAT = "kalmannet_ctrl.rl/1"
 #: The Stable-Baselines3 algorithms a sidecar may name.
-ALGORITHMS: tuple[str, ...] = ("PPO", "SAC", "TD3", "DDPG", "A2C")
+ALGORITHMS: tuple[str, ...] = ("PPO", "SAC", "TD3", "DDPG", "A2C", "RecurrentPPO")
 
 #: The entries every sidecar has, and their types.
 _SIDECAR_KEYS = {
@@ -164,7 +164,7 @@ def _load_policy(sb3: Any, config: dict[str, Any], zip_path: Path, device: str) 
     policy is for inference)."""
     if not zip_path.is_file():
         raise CheckpointError(f"path: no policy file at {zip_path}")
-    algo_cls = getattr(sb3, config["algo"])
+    algo_cls = algorithm_class(config["algo"])
     try:
         return algo_cls.load(
             str(zip_path),

@@ -27,10 +27,10 @@ from .._validation import check_positive_int
 from ..errors import CheckpointError, ParameterError
 from ..estimators.base import Estimator
 from ..models.base import SystemModel
-from ._deps import require_sb3
+from ._deps import algorithm_class, require_sb3
 from .callbacks import BestPolicy, Checkpoints, progress_callback
 from .controller import RLController
-from .hyperparams import META_KEYS, check_algo, hyperparams_for
+from .hyperparams import ALGO_CLASSES, META_KEYS, check_algo, hyperparams_for
 from .observations import check_mode, default_estimator
 from .wrappers import EstimateObservation, MeasurementHistory, declared_angles
 
@@ -243,7 +243,7 @@ def _algorithm(
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-    algo_cls = getattr(sb3, plan.algo.upper())
+    algo_cls = algorithm_class(ALGO_CLASSES[plan.algo])
     if checkpoints.latest is not None:
         try:
             model = algo_cls.load(str(checkpoints.latest[1]), env=venv, device=device)
@@ -378,7 +378,7 @@ def train_rl(
     device: str = "cpu",
     verbose: int = 0,
 ) -> tuple[RLController, dict[str, Any]]:
-    """Train a Stable-Baselines3 PPO or SAC policy on an environment, observed through a wrapper.
+    """Train a PPO, SAC or RecurrentPPO policy on an environment, observed through a wrapper.
 
     Each of ``n_envs`` copies of ``gym.make(env_id, **env_kwargs)`` is wrapped in
     :class:`~kalmannet_ctrl.rl.EstimateObservation` (``observation="estimate"``) or
@@ -390,13 +390,16 @@ def train_rl(
     adapted from rl-baselines3-zoo's tuned settings for the closest Gymnasium task (Pendulum-v1
     for Pendulum and LinearSystem; the pybullet InvertedPendulumSwingup defaults for CartPole
     SAC, MuJoCo InvertedPendulum-v2 for CartPole PPO; SB3's defaults for other envs), each with
-    its source and why it departs from it.
+    its source and why it departs from it. ``"recurrentppo"`` is sb3-contrib's RecurrentPPO (an
+    LSTM policy, rl-zoo's ``ppo_lstm`` settings): meant for raw measurements
+    (``observation="measurement"``, ``history=1``), its LSTM state is carried in the returned
+    controller's state and restarted by ``episode_start``.
 
     Parameters
     ----------
     env_id : str
         A registered Gymnasium id, e.g. ``"kalmannet_ctrl/Pendulum-v0"``.
-    algo : {"sac", "ppo"}, default "sac"
+    algo : {"sac", "ppo", "recurrentppo"}, default "sac"
     total_timesteps : int, optional
         Env steps over all copies; default the table's ``n_timesteps``.
     observation : {"measurement", "estimate"}, default "measurement"

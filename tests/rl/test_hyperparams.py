@@ -31,8 +31,10 @@ def test_hyperparams_table_holds_valid_sb3_arguments() -> None:
         "eval_episodes",
     }
     assert set(META_KEYS) == meta
+    from sb3_contrib import RecurrentPPO
+
     for (env_name, algo), params in HYPERPARAMS.items():
-        cls = {"ppo": PPO, "sac": SAC}[algo]
+        cls = {"ppo": PPO, "sac": SAC, "recurrentppo": RecurrentPPO}[algo]
         accepted = set(inspect.signature(cls.__init__).parameters)
         unknown = set(params) - accepted - meta
         assert not unknown, (env_name, algo, unknown)
@@ -90,7 +92,8 @@ def test_hyperparams_for_merges_fallback_entry_and_overrides() -> None:
     hp["policy_kwargs"]["net_arch"].append(8)  # a deep copy: the table is untouched
     assert HYPERPARAMS[("Pendulum", "sac")]["policy_kwargs"] == {"net_arch": [64, 64]}
     assert hyperparams_for("Pendulum-v1", "ppo") == {"n_envs": 4, "n_timesteps": 200_000}
-    with pytest.raises(ParameterError, match=r"algo: expected one of \['ppo', 'sac'\]"):
+    expected = r"algo: expected one of \['ppo', 'sac', 'recurrentppo'\]"
+    with pytest.raises(ParameterError, match=expected):
         hyperparams_for("Pendulum-v1", "td3")
     with pytest.raises(TypeError, match="hyperparams: expected a mapping"):
         hyperparams_for("Pendulum-v1", "ppo", [("gamma", 0.9)])  # type: ignore[arg-type]

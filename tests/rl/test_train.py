@@ -201,7 +201,8 @@ def test_train_rl_keeps_the_policy_of_the_best_evaluation() -> None:
 # -- errors ----------------------------------------------------------------------------------------
 def test_train_rl_bad_inputs() -> None:
     with pytest.raises(
-        ParameterError, match=r"algo: expected one of \['ppo', 'sac'\], found 'dqn'"
+        ParameterError,
+        match=r"algo: expected one of \['ppo', 'sac', 'recurrentppo'\], found 'dqn'",
     ):
         train_rl(LINEAR, "dqn", 64)
     with pytest.raises(ParameterError, match="observation: expected one of"):
