@@ -1,6 +1,8 @@
 """Gymnasium environments with partially known dynamics (``kalmannet_ctrl.envs``).
 
-Importing this package registers the ids ``kalmannet_ctrl/<Name>-v0`` with Gymnasium::
+Importing this package registers the ids ``kalmannet_ctrl/<Name>-v0`` (and
+``kalmannet_ctrl/CartPole-v1``, whose failure cost is charged for the rest of the episode) with
+Gymnasium::
 
     import gymnasium as gym
     import kalmannet_ctrl.envs  # noqa: F401  (registers the environments)
@@ -47,9 +49,14 @@ _ENVS = {
         200,
     ),
     "kalmannet_ctrl/CartPole-v0": ("cartpole:CartPoleEnv", "cartpole:CartPoleVectorEnv", 500),
+    # v1: failing is charged for the rest of the episode (CartPoleEnv's Rewards section)
+    "kalmannet_ctrl/CartPole-v1": ("cartpole:CartPoleEnv", "cartpole:CartPoleVectorEnv", 500),
     "kalmannet_ctrl/Pendulum-v0": ("pendulum:PendulumEnv", "pendulum:PendulumVectorEnv", 400),
     "kalmannet_ctrl/Lorenz-v0": ("lorenz:LorenzEnv", "lorenz:LorenzVectorEnv", 1000),
 }
+
+#: Constructor arguments of the versions that differ from v0.
+_KWARGS = {"kalmannet_ctrl/CartPole-v1": {"failure": "rest_of_horizon"}}
 
 ENV_IDS: tuple[str, ...] = tuple(_ENVS)
 
@@ -60,4 +67,5 @@ for _id, (_entry, _vector_entry, _steps) in _ENVS.items():
             entry_point=f"{__name__}.{_entry}",
             vector_entry_point=f"{__name__}.{_vector_entry}",
             max_episode_steps=_steps,
+            kwargs=_KWARGS.get(_id, {}),
         )

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from kalmannet_ctrl._validation import check_positive_float
+from kalmannet_ctrl._validation import check_positive_float, check_positive_int
 from kalmannet_ctrl.errors import ParameterError
 from kalmannet_ctrl.models import (
     QuadraticCost,
@@ -43,6 +43,10 @@ def default_cartpole_cost() -> QuadraticCost:
     return QuadraticCost(np.diag([1.0, 0.1, 10.0, 0.1]), [[0.01]])
 
 
+#: The failure costs of :class:`CartPoleEnv` (its ``failure`` argument; see its Rewards).
+_FAILURE_RULES = ("penalty", "rest_of_horizon")
+
+
 class CartPoleEnv(PartiallyKnownEnv):
     """Keep a pole upright on a cart pushed by a bounded horizontal force, from noisy readings.
 
@@ -73,14 +77,29 @@ class CartPoleEnv(PartiallyKnownEnv):
     ## Rewards
 
     −(s_t' Q s_t + F_t R F_t) with s_t the state the force is applied to and the env's ``cost``
-    (default :func:`default_cartpole_cost`: Q = diag(1, 0.1, 10, 0.1), R = 0.01), minus the
-    failure penalty of 100 on the step that ends an episode by failure.
+    (default :func:`default_cartpole_cost`: Q = diag(1, 0.1, 10, 0.1), R = 0.01), minus a
+    failure cost on the step that ends an episode by failure:
+
+    - v1 (``failure="rest_of_horizon"``): the rest of the episode is charged as if it were spent
+      at the failure, (H − t) · max(s' Q s, s_lim' Q s_lim) after the t-th step of an episode
+      of H steps (the registration's ``max_episode_steps``, 500, or ``horizon``), with s the
+      failed state and s_lim = (``position_limit``, 0, ``angle_limit``, 0) the corner of the
+      allowed region (8.26 with the defaults). Every state the episode could have stayed in
+      costs at most that much in position and angle, so failing is never cheaper than staying
+      up for the rest of the episode, whatever the controller and for every discount factor
+      γ ≤ 1 (discounting only shrinks the later stage costs that failing saves). With u =
+      −α K_LQR x on the true state the return rises monotonically from zero force to LQR.
+    - v0 (``failure="penalty"``): a fixed penalty of 100 (``failure_penalty``). It makes falling
+      fast pay: putting a failure off by one step changes the return by
+      γ^k (100 (1 − γ) − c_k), negative while the stage cost c_k of a falling pole (2.7–5.8)
+      exceeds 100 (1 − γ), so a policy trained with γ = 0.99 learns to drop the pole at once.
+      Kept for reproducibility.
 
     ## Episode end
 
-    Terminates (with the penalty ``failure_penalty`` = 100) when the new true state has
-    |θ| > ``angle_limit`` (default 0.5 rad, about 29°: the pole has fallen beyond what a
-    balancing controller recovers from) or |x| > ``position_limit`` (default 2.4 m: the cart
+    Terminates (with the failure cost above) when the new true state has
+    ``|θ| > angle_limit`` (default 0.5 rad, about 29°: the pole has fallen beyond what a
+    balancing controller recovers from) or ``|x| > position_limit`` (default 2.4 m: the cart
     left the track). Truncated after 500 steps (10 s) by the registration's
     ``max_episode_steps``.
 
@@ -88,10 +107,13 @@ class CartPoleEnv(PartiallyKnownEnv):
 
     - ``mismatch``: a mapping with any of the keys below.
     - ``action_bound``: force limit in N, > 0 (default 10).
-    - ``angle_limit``: failure threshold on |θ| in rad, in (0, π] (default 0.5).
-    - ``position_limit``: failure threshold on |x| in m, > 0 (default 2.4).
+    - ``angle_limit``: failure threshold on ``|θ|`` in rad, in (0, π] (default 0.5).
+    - ``position_limit``: failure threshold on ``|x|`` in m, > 0 (default 2.4).
     - ``cost``: a :class:`~kalmannet_ctrl.models.QuadraticCost` on 4 states and 1 input
       (default :func:`default_cartpole_cost`).
+    - ``failure``: ``"penalty"`` (v0's default) or ``"rest_of_horizon"`` (v1's), see Rewards.
+    - ``horizon``: the episode length the v1 failure cost counts to when the env has no
+      ``max_episode_steps`` of its own (made without ``gymnasium.make``); default 500.
 
     The initial state is x_0 ~ N(0, (0.05² / 3) I), the variance of Gymnasium's
     U(−0.05, 0.05) resets, in both models.
@@ -120,7 +142,9 @@ class CartPoleEnv(PartiallyKnownEnv):
 
     ## Version history
 
-    - v0: initial release.
+    - v1: failing is charged for the rest of the episode (``failure="rest_of_horizon"``), so
+      that it never costs less than staying up; the default of the comparisons and benchmarks.
+    - v0: initial release, a fixed failure penalty of 100.
     """
 
     #: Frames per second of ``render_mode="human"``: one frame per step of 0.02 s (real time).
@@ -141,8 +165,16 @@ class CartPoleEnv(PartiallyKnownEnv):
         angle_limit: float = 0.5,
         position_limit: float = 2.4,
         cost: QuadraticCost | None = None,
+        failure: str = "penalty",
+        horizon: int = 500,
         render_mode: str | None = None,
     ) -> None:
+        if failure not in _FAILURE_RULES:
+            raise ParameterError(
+                f"failure: expected one of {list(_FAILURE_RULES)}, found {failure!r}"
+            )
+        self.failure = failure
+        self.horizon = check_positive_int(horizon, "horizon")
         self._bound = check_positive_float(action_bound, "action_bound")
         self.angle_limit = check_positive_float(angle_limit, "angle_limit")
         if self.angle_limit > math.pi:
@@ -169,6 +201,21 @@ class CartPoleEnv(PartiallyKnownEnv):
     def failed(self, x: np.ndarray) -> np.ndarray:
         """The pole fell past ``angle_limit`` or the cart left the track; x (B, 4) -> (B,)."""
         return (np.abs(x[:, 2]) > self.angle_limit) | (np.abs(x[:, 0]) > self.position_limit)
+
+    def failure_cost(self, x: np.ndarray, steps_left: np.ndarray | None) -> np.ndarray:
+        """The failure cost of the Rewards section; x (B, 4), steps_left (B,) -> (B,)."""
+        if self.failure == "penalty":
+            return np.full(x.shape[0], self.failure_penalty)
+        if steps_left is None:  # not reached: _horizon always knows the episode length
+            steps_left = np.full(x.shape[0], self.horizon)
+        corner = np.array([self.position_limit, 0.0, self.angle_limit, 0.0])
+        limit = float(corner @ self._Q @ corner)
+        xc = self.cost_state(x)
+        at_failure = np.einsum("bi,ij,bj->b", xc, self._Q, xc)
+        return np.asarray(steps_left, dtype=np.float64) * np.maximum(at_failure, limit)
+
+    def _horizon(self) -> int | None:
+        return super()._horizon() or self.horizon
 
     def make_renderer(self) -> CartPoleRenderer:
         """Frames of the mechanism (see :meth:`PartiallyKnownEnv.render`)."""

@@ -185,8 +185,9 @@ class PartiallyKnownEnv(gym.Env[np.ndarray, np.ndarray]):
     Subclasses set ``mismatch_spec`` and implement :meth:`build` (and :meth:`failed` where an
     episode can fail). Observations are noisy measurements y_t (float32), actions the inputs u_t
     (float32, clipped to the actuator limits), the reward is the negative stage cost
-    −(x_t'Q x_t + u_t'R u_t) of the clipped action, minus ``failure_penalty`` on the step that
-    terminates an episode, and ``info["state"]`` is the true state.
+    −(x_t'Q x_t + u_t'R u_t) of the clipped action, minus :meth:`failure_cost` (default the
+    constant ``failure_penalty``) on the step that terminates an episode, and ``info["state"]``
+    is the true state.
 
     The mismatch is set by the ``mismatch`` constructor argument or by
     ``reset(options={"mismatch": {...}})``; either way the mapping given replaces the one in
@@ -241,6 +242,7 @@ class PartiallyKnownEnv(gym.Env[np.ndarray, np.ndarray]):
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         self._configure(validate_mismatch(self.mismatch_spec, mismatch))
         self._x: np.ndarray | None = None
+        self._t = 0  # steps since the last reset
         self._renderer: Any = None
         self._window: _render.Window | None = None
         self._history = _render.History(self.render_history)
@@ -253,6 +255,23 @@ class PartiallyKnownEnv(gym.Env[np.ndarray, np.ndarray]):
     def failed(self, x: np.ndarray) -> np.ndarray:
         """Which states end an episode as a failure; x (B, n_x) -> (B,) bool."""
         return np.zeros(x.shape[0], dtype=bool)
+
+    def failure_cost(self, x: np.ndarray, steps_left: np.ndarray | None) -> np.ndarray:
+        """What ending an episode by failure in the states ``x`` costs, on top of that step's
+        stage cost, with ``steps_left`` steps of the episode's horizon not run (None where the
+        horizon is unknown). Default: ``failure_penalty``, whatever the time left.
+
+        Shapes
+        ------
+        x (B, n_x), steps_left (B,) int or None -> (B,) float
+        """
+        del steps_left
+        return np.full(x.shape[0], float(self.failure_penalty))
+
+    def _horizon(self) -> int | None:
+        """The episode length of the registration (``max_episode_steps``), or None."""
+        spec = self.spec
+        return None if spec is None else spec.max_episode_steps
 
     def cost_state(self, x: np.ndarray) -> np.ndarray:
         """The state the stage cost is charged on, x (B, n_x) -> (B, n_x); default x itself.
@@ -322,6 +341,10 @@ class PartiallyKnownEnv(gym.Env[np.ndarray, np.ndarray]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode: draw x_0 and return its measurement y_0 and ``{"state": x_0}``.
+
+        ``options={"mismatch": {...}}`` sets a new mismatch first (see the class).
+        """
         super().reset(seed=seed)
         if options and "mismatch" in options:
             self._configure(
@@ -329,6 +352,7 @@ class PartiallyKnownEnv(gym.Env[np.ndarray, np.ndarray]):
             )
         sim = self._sim
         self._x = sim.initial_state(self.np_random.standard_normal((1, sim.n_x)))
+        self._t = 0
         y = sim.measure(self._x, self.np_random.standard_normal((1, sim.n_y)))
         if self.render_mode is not None:
             self._history.clear()
@@ -338,6 +362,8 @@ class PartiallyKnownEnv(gym.Env[np.ndarray, np.ndarray]):
         return y[0].astype(np.float32), {"state": self._x[0].copy()}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Apply the (clipped) action: ``(y, reward, terminated, False, info)`` with
+        ``info["state"]`` the new true state and ``info["cost"]`` the stage cost charged."""
         if self._x is None:
             raise RuntimeError("step: call reset() before step()")
         u = check_action(action, self.action_space, "action")[None]
@@ -348,7 +374,12 @@ class PartiallyKnownEnv(gym.Env[np.ndarray, np.ndarray]):
         x_next = sim.transition(x, u, self.np_random.standard_normal((1, sim.n_x)))
         y = sim.measure(x_next, self.np_random.standard_normal((1, sim.n_y)))
         terminated = bool(self.failed(x_next)[0])
-        reward = -stage - (self.failure_penalty if terminated else 0.0)
+        self._t += 1
+        reward = -stage
+        if terminated:
+            horizon = self._horizon()
+            left = None if horizon is None else np.array([max(horizon - self._t, 0)])
+            reward -= float(self.failure_cost(x_next, left)[0])
         self._x = x_next
         if self.render_mode is not None:
             self._history.append(x_next[0], y[0])
@@ -630,6 +661,7 @@ class PartiallyKnownVectorEnv(VectorEnv):
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode in every copy (one integer seed for all); as the single env's."""
         if isinstance(seed, list):
             raise TypeError("seed: the native vector env takes one integer seed for all copies")
         super().reset(seed=seed)
@@ -655,6 +687,7 @@ class PartiallyKnownVectorEnv(VectorEnv):
     def step(
         self, actions: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step every copy with its row of ``actions`` (NEXT_STEP autoreset, see the class)."""
         if self._x is None:
             raise RuntimeError("step: call reset() before step()")
         u = check_action(actions, self.action_space, "actions")
@@ -683,7 +716,11 @@ class PartiallyKnownVectorEnv(VectorEnv):
             if self.max_episode_steps is not None
             else np.zeros(B, dtype=bool)
         )
-        reward = -stage - np.where(terminated, env.failure_penalty, 0.0)
+        reward = -stage
+        if terminated.any():
+            horizon = self.max_episode_steps or env._horizon()
+            left = None if horizon is None else np.maximum(horizon - self._steps, 0)[terminated]
+            reward[terminated] -= env.failure_cost(x_next[terminated], left)
         self._steps[done] = 0
         reward[done] = 0.0
         stage[done] = 0.0
