@@ -54,7 +54,7 @@ class LorenzEnv(PartiallyKnownEnv):
 
     −(x_t' Q x_t + u_t' R u_t) with the env's ``cost`` (default Q = 0.01 I, R = 0.01 I), x_t the
     state the action is applied to. With zero action the reward is about −9 per step on the
-    attractor (mean |x|² ≈ 900); it only matters to a controller that regulates the state toward
+    attractor (mean ``|x|²`` ≈ 900); it only matters to a controller that regulates the state toward
     the origin (an unstable equilibrium of the uncontrolled system).
 
     ## Episode end

@@ -100,7 +100,7 @@ class PendulumEnv(PartiallyKnownEnv):
     - ``length`` (default 1.1, range [0.25, 4]): the rod length l;
     - ``damping`` (default 1.5, range [0, 4]): the viscous damping b (0 removes it).
 
-    The ranges keep the RK4 step of 0.05 s stable for every combination (|λ| Δt ≤ 1.4 for the
+    The ranges keep the RK4 step of 0.05 s stable for every combination (``|λ| Δt ≤ 1.4`` for the
     modes linearized about upright and hanging down; RK4 is stable up to about 2.8). At the
     default mismatch the true pendulum is heavier and longer (gravity torque 12.9 N·m instead
     of 9.81) and more damped than the nominal one.
@@ -139,13 +139,13 @@ class PendulumEnv(PartiallyKnownEnv):
     angle_states: ClassVar[tuple[int, ...]] = (0,)
     angle_measurements: ClassVar[tuple[int, ...]] = (0,)
 
-    #: Success: |θ| (wrapped, from upright) below this many rad …
+    #: Success: ``|θ|`` (wrapped, from upright) below this many rad …
     success_angle: ClassVar[float] = 0.5
     #: … at each of the episode's last this many states (5 s).
     success_steps: ClassVar[int] = 100
 
     def succeeded(self, states: np.ndarray, lengths: np.ndarray, failed: np.ndarray) -> np.ndarray:
-        """Swung up and balanced: |wrap(θ)| < :attr:`success_angle` (0.5 rad) at each of the
+        """Swung up and balanced: ``|wrap(θ)|`` < :attr:`success_angle` (0.5 rad) at each of the
         last :attr:`success_steps` (100, i.e. 5 s) states of the episode."""
         states = np.asarray(states, dtype=np.float64)
         lengths = np.asarray(lengths, dtype=np.int64)

@@ -1,4 +1,5 @@
 """Bring your own system: a nominal model from python-control, your own true simulator.
+====================================================================================
 
 The designer models a mass on a spring as linear (python-control, continuous time, sampled at
 50 Hz); the real spring is stiffer than believed and hardens with stretch (a Duffing spring,

@@ -1,4 +1,5 @@
 """Learned filters: KalmanNet and a learned-noise EKF on a Lorenz attractor with a misstated sensor.
+=================================================================================================
 
 The designer's nominal model measures the state directly (h = identity); the real sensor is
 rotated by 1 degree. With accurate measurements (1/r² = 20 dB) the EKF on the nominal model

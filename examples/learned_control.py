@@ -1,4 +1,5 @@
 """Learned control under model mismatch: neural MPC and KalmanNet-LQG against LQG.
+===============================================================================
 
 The designer's nominal model of LinearSystem-v0 misses the true system by a 2 degree rotation
 of the dynamics and a 30 % stronger actuator. Two ways to close the gap with data, both keeping

@@ -1,4 +1,5 @@
 """Quick start: a Kalman filter and LQG on an environment with partially known dynamics.
+=====================================================================================
 
 The designer's nominal model of LinearSystem-v0 misses the true system by a 2 degree rotation
 of the dynamics and a 30 % stronger actuator. Filter a rollout with the Kalman filter of each

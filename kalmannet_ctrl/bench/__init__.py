@@ -24,6 +24,7 @@ from .presets import DEFAULT_PRESET, PRESETS, Preset, get_preset
 from .results import CellResult, Results
 from .runner import CellTask, LocalExecutor, compare, run_cell
 from .scenario import Scenario
+from .videos import write_videos
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -55,4 +56,5 @@ __all__ = [
     "run_cell",
     "trajectory_figure",
     "write_plots",
+    "write_videos",
 ]

@@ -415,7 +415,7 @@ class ResidualModel(SystemModel, nn.Module):
         """Standardise the inputs with the statistics of data, preserving the function.
 
         ``input_mean``/``input_std`` become the mean and standard deviation of [x; u] (a
-        dimension whose std is below 1e-8 · max(1, |mean|) keeps std 1), and, when ``x_next`` is
+        dimension whose std is below 1e-8 · ``max(1, |mean|)`` keeps std 1), and, when ``x_next`` is
         given, ``output_scale`` the standard deviation of the nominal model's one-step error
         x_next − f_nominal(x, u) in each state dimension (floored at 1e-6 times the largest, so
         a dimension the nominal model predicts exactly stays nearly fixed). The weights are
