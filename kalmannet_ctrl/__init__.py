@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import errors
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 #: public name -> the module it is defined in
 _LAZY = {
