@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from kalmannet_ctrl.controllers import LTV, MPC, MPPI, QP, NeuralMPC
+from kalmannet_ctrl.controllers import LTV, MPC, MPPI, QP, NeuralMPC, Unfolded
 from kalmannet_ctrl.controllers.base import BaseController
 from kalmannet_ctrl.controllers.mpc import Setup, Solver
 from kalmannet_ctrl.errors import DimensionError, ParameterError
@@ -117,10 +117,13 @@ def test_solver_none_picks_qp_for_a_linear_model_and_ltv_otherwise() -> None:
         assert mpc.setup.problem is mpc
 
 
-@pytest.mark.parametrize(("name", "cls"), [("qp", QP), ("ltv", LTV), ("mppi", MPPI)])
+@pytest.mark.parametrize(
+    ("name", "cls"), [("qp", QP), ("ltv", LTV), ("mppi", MPPI), ("unfolded", Unfolded)]
+)
 def test_a_name_stands_for_the_default_configured_solver(name: str, cls: type) -> None:
-    model = plant() if name == "qp" else pendulum()
-    cost = plant_cost() if name == "qp" else PENDULUM_COST
+    linear = name in ("qp", "unfolded")
+    model = plant() if linear else pendulum()
+    cost = plant_cost() if linear else PENDULUM_COST
     mpc = MPC(model, cost, 5, solver=name)
     assert type(mpc.solver) is cls and mpc.solver.settings() == cls().settings()
     assert cls.name == name and isinstance(mpc.solver, Solver)
@@ -156,7 +159,8 @@ def test_solvers_that_cannot_serve_the_problem_are_refused_when_bound() -> None:
     for bad in (3, LTV, object()):
         with pytest.raises(TypeError, match="solver: expected None, a Solver"):
             MPC(plant(), plant_cost(), 5, solver=bad)
-    with pytest.raises(ParameterError, match=r"solver: expected .* \['qp', 'ltv', 'mppi'\]"):
+    names = r"\['qp', 'ltv', 'mppi', 'unfolded'\]"
+    with pytest.raises(ParameterError, match=rf"solver: expected .* {names}"):
         MPC(plant(), plant_cost(), 5, solver="auto")
 
 

@@ -126,3 +126,15 @@ def test_bad_settings_and_problems_raise_typed_errors() -> None:
         MPC(nonlinear, cost, H, solver=Unfolded(K=3))
     with pytest.raises(ValueError, match="cost_state"):
         MPC(model, cost, H, solver=Unfolded(K=3), cost_state=lambda x: x)
+
+
+def test_the_name_unfolded_stands_for_five_iterations() -> None:
+    model, cost = plant(), plant_cost()
+    named = MPC(model, cost, H, input_bounds=BOUNDS, solver="unfolded")
+    assert isinstance(named.solver, Unfolded) and named.solver.K == 5
+    assert not named.solver.learn_qp
+    x = states()
+    five = MPC(model, cost, H, input_bounds=BOUNDS, solver=Unfolded(K=5)).solve(x).plan
+    four = MPC(model, cost, H, input_bounds=BOUNDS, solver=Unfolded(K=4)).solve(x).plan
+    assert torch.equal(named.solve(x).plan, five)
+    assert not torch.allclose(five, four)

@@ -22,9 +22,10 @@ from .ltv import LTV
 from .mppi import MPPI
 from .qp import QP
 from .solver import Solver
+from .unfolded import Unfolded
 
 #: The solvers that a name stands for (default-configured).
-SOLVER_NAMES: dict[str, type[Solver]] = {"qp": QP, "ltv": LTV, "mppi": MPPI}
+SOLVER_NAMES: dict[str, type[Solver]] = {"qp": QP, "ltv": LTV, "mppi": MPPI, "unfolded": Unfolded}
 
 
 def check_model_and_cost(model: Any, cost: Any) -> None:
@@ -57,12 +58,12 @@ def resolve_solver(solver: Any, model: SystemModel) -> Solver:
     if isinstance(solver, str):
         if solver not in SOLVER_NAMES:
             raise ParameterError(
-                f"solver: expected None, a Solver (QP(), LTV(), MPPI(...)) or one of "
-                f"{list(SOLVER_NAMES)}, found {solver!r}"
+                "solver: expected None, a Solver (QP(), LTV(), MPPI(...), Unfolded(K=...)) or one "
+                f"of {list(SOLVER_NAMES)}, found {solver!r}"
             )
         return SOLVER_NAMES[solver]()
     raise TypeError(
-        "solver: expected None, a Solver (QP(), LTV(), MPPI(...)) or one of "
+        "solver: expected None, a Solver (QP(), LTV(), MPPI(...), Unfolded(K=...)) or one of "
         f"{list(SOLVER_NAMES)}, found {type(solver).__name__}"
     )
 

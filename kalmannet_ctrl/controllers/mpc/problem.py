@@ -147,7 +147,7 @@ class MPC(ModelBasedController):
         ``cost_state(x) -> c(x)``, (M, n_x) -> (M, n_x) on tensors (NumPy results are
         accepted, so an env's ``cost_state`` works as it is): the state as the cost sees it,
         e.g. with an angle wrapped to [−π, π). Not supported by QP.
-    solver : Solver, {"qp", "ltv", "mppi"} or None
+    solver : Solver, {"qp", "ltv", "mppi", "unfolded"} or None
         The method (e.g. ``MPPI(samples=256, seed=0)``); a name stands for the
         default-configured solver; None (default) picks ``QP()`` for a LinearGaussianModel and
         ``LTV()`` otherwise.

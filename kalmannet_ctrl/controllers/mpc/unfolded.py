@@ -47,7 +47,7 @@ class Unfolded(Solver):
     Parameters
     ----------
     K : int
-        Iterations per planning call, >= 1.
+        Iterations per planning call, >= 1 (the solver named ``"unfolded"`` has the default, 5).
     learn_qp : bool
         Also make H (by its Cholesky factor) and G parameters (default: the step sizes only).
 
@@ -68,7 +68,7 @@ class Unfolded(Solver):
     """
 
     name: ClassVar[str] = "unfolded"
-    K: int = 10
+    K: int = 5
     learn_qp: bool = False
 
     def __post_init__(self) -> None:
