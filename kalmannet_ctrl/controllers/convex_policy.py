@@ -528,8 +528,30 @@ class ConvexPolicy(ModelBasedController, nn.Module):
         u = self._plan(xhat.to(dtype=self.dtype))[:, 0]
         return u, ConvexPolicyState(est_state, u)
 
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments: ``ConvexPolicy(model, cost, estimator, **config)``
+        rebuilds it (the model, the cost and the estimator are not saved and must be passed
+        again; :func:`~kalmannet_ctrl.training.load_checkpoint` then loads the parameters).
+
+        Shapes
+        ------
+        input_bounds: two lists of n_u floats, or None
+        """
+        bounds = None
+        if self.input_bounds is not None:
+            bounds = [b.tolist() for b in self.input_bounds]
+        return {
+            "horizon": self.horizon,
+            "input_bounds": bounds,
+            "full_state": self.full_state,
+            "trainable": self._trains(),
+        }
+
+    def _trains(self) -> list[str]:
+        return [n for n in TRAINABLE if getattr(self, self._names[n]).requires_grad]
+
     def __repr__(self) -> str:
-        trains = [n for n in TRAINABLE if getattr(self, self._names[n]).requires_grad]
+        trains = self._trains()
         est = "full state" if self.full_state else type(self.estimator).__name__
         return (
             f"ConvexPolicy(n_x={self.n_x}, n_u={self.n_u}, horizon={self.horizon}, "

@@ -240,6 +240,27 @@ def test_parameters_and_state_dict_hold_the_policy_only() -> None:
     torch.testing.assert_close(policy.input_weight, cost.R)
 
 
+@pytest.mark.parametrize("bounds", [(-0.5, 0.5), None])
+def test_a_checkpoint_rebuilds_the_policy_from_its_config(tmp_path, bounds) -> None:
+    from kalmannet_ctrl.training import load_checkpoint, save_checkpoint
+
+    model, cost = plant(), plant_cost()
+    policy = ConvexPolicy(model, cost, horizon=2, input_bounds=bounds, trainable=("S", "B"))
+    with torch.no_grad():  # parameters away from their start, as after training
+        for p in policy.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    config = policy.config()
+    assert config["trainable"] == ["S", "B"] and config["horizon"] == 2
+    save_checkpoint(policy, tmp_path / "policy.pt")
+    loaded, _ = load_checkpoint(tmp_path / "policy.pt", ConvexPolicy, model, cost)
+    assert loaded.config() == config
+    assert {n for n, p in loaded.named_parameters() if p.requires_grad} == {"S", "B"}
+    x = 3 * torch.randn(6, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    torch.testing.assert_close(loaded.plan(x), policy.plan(x), rtol=0, atol=0)
+    fresh = ConvexPolicy(model, cost, horizon=2, input_bounds=bounds)
+    assert not torch.allclose(fresh.plan(x), policy.plan(x))
+
+
 def test_bad_input_raises_typed_errors() -> None:
     model, cost = plant(), plant_cost()
     policy = ConvexPolicy(model, cost, input_bounds=(-1.0, 1.0), full_state=True)
