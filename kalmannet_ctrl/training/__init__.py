@@ -7,6 +7,7 @@ from .datasets import env_rollouts, split, trajectories
 from .fit import FitResult, estimation_loss, fit
 from .lqg_pipeline import learned_lqg
 from .neural_mpc import prediction_error_cov, train_neural_mpc
+from .policy_pipeline import tune_policy_on_env
 from .residual import Transitions, collect_transitions, fit_residual, one_step_mse
 from .tune_policy import tune_policy
 
@@ -30,4 +31,5 @@ __all__ = [
     "train_neural_mpc",
     "trajectories",
     "tune_policy",
+    "tune_policy_on_env",
 ]

@@ -153,23 +153,18 @@ def learned_lqg(
     exploration_std = check_exploration_std(exploration_std)
     closed_loop_steps = check_positive_int(closed_loop_steps, "closed_loop_steps", minimum=0)
     _check_choices(estimator, loss_weight, supervised, closed_loop_steps)
-    import kalmannet_ctrl.envs  # noqa: F401  (registers the environments)
-
     start = time.perf_counter()
-    env = gym.make(env_id, **(env_kwargs or {})).unwrapped
-    nominal, cost = env.nominal_model, env.cost
-    bounds = (env.action_space.low, env.action_space.high)
-    design = design_model(nominal)
-    baseline = LQG(design, cost, input_bounds=bounds)
-    rollouts = env_rollouts(
+    env, baseline, rollouts = baseline_rollouts(
         env_id,
         episodes,
-        controller=baseline,
         steps=steps,
-        seed=seed,
         exploration_std=exploration_std,
+        seed=seed,
         env_kwargs=env_kwargs,
     )
+    nominal, cost = env.nominal_model, env.cost
+    bounds = (env.action_space.low, env.action_space.high)
+    design = baseline.model
     clock = _Clock(start)
     clock.lap("rollouts")
     est = _new_estimator(estimator, nominal, seed)
@@ -222,6 +217,40 @@ def learned_lqg(
     info["train_s"] = time.perf_counter() - start
     info["time_s"] = clock.laps
     return controller, info
+
+
+def baseline_rollouts(
+    env_id: str,
+    episodes: int,
+    *,
+    steps: int | None,
+    exploration_std: float,
+    seed: int,
+    env_kwargs: dict[str, Any] | None,
+) -> tuple[Any, LQG, Trajectory]:
+    """The env (unwrapped), the exploration policy (LQG on the nominal model's
+    :func:`design_model`) and ``episodes`` closed-loop rollouts of it with excitation
+    ``exploration_std``: step 1 of :func:`learned_lqg`.
+
+    Shapes
+    ------
+    -> Trajectory x (episodes, steps, n_x), y (episodes, steps, n_y), u (episodes, steps, n_u)
+    """
+    import kalmannet_ctrl.envs  # noqa: F401  (registers the environments)
+
+    env = gym.make(env_id, **(env_kwargs or {})).unwrapped
+    bounds = (env.action_space.low, env.action_space.high)
+    baseline = LQG(design_model(env.nominal_model), env.cost, input_bounds=bounds)
+    rollouts = env_rollouts(
+        env_id,
+        episodes,
+        controller=baseline,
+        steps=steps,
+        seed=seed,
+        exploration_std=exploration_std,
+        env_kwargs=env_kwargs,
+    )
+    return env, baseline, rollouts
 
 
 def _check_choices(
