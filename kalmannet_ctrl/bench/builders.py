@@ -280,6 +280,105 @@ def build_learned_noise_lqg(ctx: BuildContext) -> LQG:
     return _learned_lqg(ctx, "learned-noise")
 
 
+#: The training keys of the tuned policies (cocp, unfolded MPC): keywords of
+#: :func:`~kalmannet_ctrl.training.tune_policy_on_env`.
+_TUNED_POLICY_KEYS = (
+    "episodes",
+    "steps",
+    "exploration_std",
+    "tune_steps",
+    "tune_options",
+    "simulator_hidden",
+    "simulator_fit_steps",
+)
+
+
+def _tuned_policy(
+    ctx: BuildContext,
+    make: Callable[[], Any],
+    module: Callable[[Any], torch.nn.Module],
+    accepted: tuple[str, ...],
+) -> Any:
+    """``make()`` tuned with :func:`~kalmannet_ctrl.training.tune_policy_on_env` (the
+    config's keywords of it), or a fresh ``make()`` with the cached parameters of the module
+    ``module(policy)`` holds."""
+    from ..training import load_checkpoint, save_checkpoint, tune_policy_on_env
+
+    options = ctx.options(*_TUNED_POLICY_KEYS, accepted=accepted)
+    if "simulator_hidden" in options:  # a JSON list in a config
+        options["simulator_hidden"] = tuple(options["simulator_hidden"])
+
+    def build() -> Any:
+        return ctx.train(tune_policy_on_env, make(), **options)
+
+    def save(policy: Any, folder: Path) -> None:
+        save_checkpoint(module(policy), folder / "policy.pt")
+
+    def load(folder: Path) -> Any:
+        policy = make()
+        target = module(policy)
+        loaded, _ = load_checkpoint(folder / "policy.pt", type(target), *_rebuild_args(policy))
+        target.load_state_dict(loaded.state_dict())
+        return policy
+
+    return ctx.cached(build, save, load)
+
+
+def _rebuild_args(policy: Any) -> tuple[Any, ...]:
+    """What rebuilds the module of ``policy`` that holds its parameters."""
+    from ..controllers import ConvexPolicy
+
+    if isinstance(policy, ConvexPolicy):
+        return (policy.model, policy.cost)
+    return (policy.solver, policy)  # an unfolded MPC's setup: UnfoldedSetup(solver, problem)
+
+
+def build_cocp(ctx: BuildContext) -> Any:
+    """The ADP convex-optimization policy (:class:`~kalmannet_ctrl.controllers.ConvexPolicy`)
+    on the nominal design model and its KF, the parameters named by the config's
+    ``trainable`` tuned on the closed-loop cost in a simulator learned from closed-loop
+    rollouts of the nominal LQG."""
+    from ..controllers import ConvexPolicy
+
+    trainable = ctx.options("trainable", accepted=("trainable", *_TUNED_POLICY_KEYS))
+    env = ctx.env
+    bounds = (env.action_space.low, env.action_space.high)
+
+    def make() -> ConvexPolicy:
+        return ConvexPolicy(
+            design_model(env.nominal_model), env.cost, input_bounds=bounds, **trainable
+        )
+
+    return _tuned_policy(ctx, make, lambda p: p, ("trainable", *_TUNED_POLICY_KEYS))
+
+
+#: The unfolded MPC's settings: its horizon and keywords of
+#: :class:`~kalmannet_ctrl.controllers.Unfolded`.
+_UNFOLDED_KEYS = ("horizon", "K", "learn_qp")
+
+
+def build_unfolded_mpc(ctx: BuildContext) -> Any:
+    """MPC on the nominal design model and its KF, solved by K unfolded iterations of
+    projected gradient (:class:`~kalmannet_ctrl.controllers.Unfolded`) whose step sizes are
+    tuned on the closed-loop cost in a simulator learned from closed-loop rollouts of the
+    nominal LQG."""
+    from ..controllers import MPC, Unfolded
+
+    accepted = _UNFOLDED_KEYS + _TUNED_POLICY_KEYS
+    cfg = ctx.options(*_UNFOLDED_KEYS, required=("horizon",), accepted=accepted)
+    solver = {k: cfg[k] for k in ("K", "learn_qp") if k in cfg}
+    env = ctx.env
+    bounds = (env.action_space.low, env.action_space.high)
+
+    def make() -> MPC:
+        model = design_model(env.nominal_model)
+        return MPC(
+            model, env.cost, int(cfg["horizon"]), input_bounds=bounds, solver=Unfolded(**solver)
+        )
+
+    return _tuned_policy(ctx, make, lambda p: p.setup, accepted)
+
+
 #: What the RL methods' configs may hold: keywords of :func:`~kalmannet_ctrl.rl.train_rl`.
 _RL_KEYS = ("total_timesteps", "observation", "history", "include_actions", "hyperparams")
 

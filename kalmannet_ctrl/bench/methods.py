@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from .builders import (
+    build_cocp,
     build_ekf_nominal,
     build_ekf_oracle,
     build_kalmannet,
@@ -28,6 +29,7 @@ from .builders import (
     build_ppo,
     build_rnn,
     build_sac,
+    build_unfolded_mpc,
     estimation_only,
     has_inputs,
     regulates_the_origin,
@@ -40,6 +42,7 @@ __all__ = [
     "METHODS",
     "BuildContext",
     "Method",
+    "build_cocp",
     "build_ekf_nominal",
     "build_ekf_oracle",
     "build_kalmannet",
@@ -53,6 +56,7 @@ __all__ = [
     "build_ppo",
     "build_rnn",
     "build_sac",
+    "build_unfolded_mpc",
     "estimation_only",
     "get_method",
     "has_inputs",
@@ -64,6 +68,10 @@ __all__ = [
 #: :func:`~kalmannet_ctrl.training.learned_lqg`), relative to the action bounds: 0.01 is 0.1 N
 #: on CartPole-v0. Their budgets are in :data:`~kalmannet_ctrl.bench.presets.BUDGETS`.
 _LEARNED_LQG = {"exploration_std": 0.01}
+#: The tuned policies' data (cocp, unfolded MPC): the rollouts of the LQG variants above;
+#: and the simulated episodes of their tuning (keywords of tune_policy; lr per method).
+_TUNED_POLICY = {"exploration_std": _LEARNED_LQG["exploration_std"]}
+_TUNE_EPISODES = {"horizon": 200, "episodes": 256, "val_episodes": 64}
 #: The MPC settings nominal and neural MPC share (keywords of the MPC build and of MPPI).
 _MPC_CONFIG = {"horizon": 20, "swing_up_horizon": 30, "samples": 256, "rollout_dtype": "float32"}
 
@@ -162,6 +170,46 @@ for _method in (
                     "closed_loop_options": {"lr": 3e-3},
                 },
             )
+        ),
+        Method(
+            "cocp",
+            build_cocp,
+            "ADP convex-optimization policy on the nominal model and KF/EKF, its value function "
+            "tuned on the closed-loop cost in a learned simulator (Agrawal et al. 2020)",
+            regulates_the_origin,
+            config={
+                "trainable": ["S", "q"],
+                **_TUNED_POLICY,
+                # quick budget, training and evaluation seed 1 (CartPole / large mismatch /
+                # LinearSystem gap closed): lr 0.1 68 / 96 / 84 %; lr 0.02 26 / 97 / 88 %;
+                # 100-step episodes at lr 0.02, 0.05, 0.1 (40 steps) 21, 42, 69 % on CartPole,
+                # but 85 % at the large mismatch (lr 0.05), where the pole fell in the env
+                "tune_options": {**_TUNE_EPISODES, "lr": 0.1},
+                **budget("cocp"),
+            },
+        ),
+    ),
+    *_family(
+        "deep unfolding",
+        Method(
+            "unfolded-mpc",
+            build_unfolded_mpc,
+            "MPC on the nominal model and KF/EKF, solved by 5 unfolded projected-gradient "
+            "iterations whose step sizes are tuned on the closed-loop cost in a learned simulator",
+            regulates_the_origin,
+            config={
+                "horizon": _MPC_CONFIG["horizon"],
+                "K": 5,
+                # the QP's data learned too: with the step sizes alone the policy stays an
+                # approximate solver of the nominal MPC, and costs more than it (quick budget,
+                # seed 1: -26 % of the LinearSystem gap, -43 % on CartPole); with the data,
+                # lr 1e-3: 90 / 77 / 99 % (LinearSystem / CartPole / large mismatch); lr 5e-3:
+                # 91 % on LinearSystem, no step beat the start on CartPole
+                "learn_qp": True,
+                **_TUNED_POLICY,
+                "tune_options": {**_TUNE_EPISODES, "lr": 1e-3},
+                **budget("unfolded-mpc"),
+            },
         ),
     ),
     *_family(

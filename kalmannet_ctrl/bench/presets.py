@@ -35,6 +35,9 @@ _FULL: dict[str, dict[str, Any]] = {
     # segment training (fit and fit_closed_loop's defaults): benchmarks/closed_loop_training.py
     "learned-noise-lqg": {**_ROLLOUTS, "fit_steps": 50, "closed_loop_steps": 60},
     "kalmannet-lqg": {**_ROLLOUTS, "fit_steps": 100, "closed_loop_steps": 100},
+    # tune_policy on whole simulated episodes (its learning rates are the methods' configs)
+    "cocp": {**_ROLLOUTS, "tune_steps": 50},
+    "unfolded-mpc": {**_ROLLOUTS, "tune_steps": 50},
     # RL: "full" leaves the env steps to the hyperparameter tables (rl/hyperparams/)
     "ppo": {},
     "ppo-measurement": {},
@@ -49,6 +52,8 @@ _QUICK: dict[str, dict[str, Any]] = {
     "kalmannet": {"fit_steps": 150, "segment": 20, "batch_size": 256, "lr": 4e-3},
     "learned-noise-lqg": {"fit_steps": 30, "closed_loop_steps": 30, "simulator_fit_steps": 5000},
     "kalmannet-lqg": {"closed_loop_steps": 50, "simulator_fit_steps": 5000},
+    "cocp": {"tune_steps": 20, "simulator_fit_steps": 2000},
+    "unfolded-mpc": {"tune_steps": 20, "simulator_fit_steps": 2000},
     "ppo": {"total_timesteps": 10_000},
     "ppo-measurement": {"total_timesteps": 10_000},
     "sac": {"total_timesteps": 10_000},
@@ -60,7 +65,7 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
 
 # the methods without training, and the estimation-only ones, that every preset runs
 _MODEL_BASED = ("lqg-oracle", "lqg-nominal", "mpc-nominal")
-_LEARNED_CONTROL = ("neural-mpc", "learned-noise-lqg", "kalmannet-lqg")
+_LEARNED_CONTROL = ("neural-mpc", "learned-noise-lqg", "kalmannet-lqg", "cocp", "unfolded-mpc")
 _ESTIMATION = ("ekf-oracle", "ekf-nominal", "learned-noise", "kalmannet", "rnn")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import pytest
 
 import kalmannet_ctrl.envs  # noqa: F401  (registers the environments)
@@ -18,6 +19,7 @@ from kalmannet_ctrl.bench.methods import (
     build_ppo,
     get_method,
     has_inputs,
+    regulates_the_origin,
 )
 
 LINEAR = Scenario("kalmannet_ctrl/LinearSystem-v0", max_steps=30, name="linear-short")
@@ -86,8 +88,68 @@ def test_mpc_methods_apply_to_control_tasks(env_id: str, applies: bool) -> None:
 
 def test_the_default_comparison_includes_the_learned_controllers() -> None:
     # every point of the spectrum, the data-centric one included (PPO on the quick budget)
-    for name in ("mpc-nominal", "neural-mpc", "kalmannet-lqg", "learned-noise-lqg", "ppo"):
+    names = ("mpc-nominal", "neural-mpc", "kalmannet-lqg", "learned-noise-lqg", "ppo")
+    for name in (*names, "cocp", "unfolded-mpc"):
         assert name in DEFAULT_METHODS
         get_method(name)
     # registered, but too slow to train for the default run (the full preset has it)
     assert get_method("sac").name == "sac" and "sac" not in DEFAULT_METHODS
+
+
+#: A tiny budget of the tuned policies (keywords of tune_policy_on_env; the simulated
+#: episodes' sizes replace those of the method's tune_options, its learning rate stays).
+TINY_TUNING = {"episodes": 4, "steps": 20, "tune_steps": 3, "simulator_fit_steps": 100}
+TINY_EPISODES = {"horizon": 10, "episodes": 8, "val_episodes": 4, "val_every": 1}
+
+
+def _untrained(name: str, env):
+    """The policy of method ``name`` before tuning."""
+    from kalmannet_ctrl.controllers import MPC, ConvexPolicy, Unfolded, design_model
+
+    design, bounds = design_model(env.nominal_model), (env.action_space.low, env.action_space.high)
+    if name == "cocp":
+        return ConvexPolicy(design, env.cost, input_bounds=bounds)
+    return MPC(design, env.cost, 20, input_bounds=bounds, solver=Unfolded(K=5, learn_qp=True))
+
+
+def _actions(controller, observations):
+    state, out = None, []
+    for t, y in enumerate(observations):
+        action, state = controller.predict(y, state, episode_start=np.full(len(y), t == 0))
+        out.append(action)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize(
+    ("name", "family"), [("cocp", "learned optimization"), ("unfolded-mpc", "deep unfolding")]
+)
+def test_tuned_policies_train_on_their_budget_and_reload_the_same_parameters(
+    tmp_path: Path, name: str, family: str
+) -> None:
+    from dataclasses import replace
+
+    from kalmannet_ctrl.bench import BuildContext
+    from kalmannet_ctrl.bench.cache import ArtifactCache
+
+    registered = get_method(name)
+    assert registered.family == family and registered.applies is regulates_the_origin
+    tune_options = {**registered.config["tune_options"], **TINY_EPISODES}
+    config = {**registered.config, **TINY_TUNING, "tune_options": tune_options}
+    method = replace(registered, config=config)
+    env = LINEAR.make().unwrapped
+    ys = np.random.default_rng(0).normal(size=(6, 3, env.nominal_model.n_y)).astype(np.float32)
+
+    def build():
+        # seed 1: the tiny tuning beats the start, so a reload that kept the start would show
+        ctx = BuildContext(LINEAR, env, 1, ArtifactCache(tmp_path), method=method)
+        return method.build(ctx), ctx.train_info
+
+    tuned, info = build()
+    assert info["env_steps"] == 4 * 20 and not info["loaded"] and info["train_s"] > 0
+    first = _actions(tuned, ys)
+    assert first.shape == (6, 3, env.nominal_model.n_u) and first.dtype == np.float32
+    assert not np.allclose(first, _actions(_untrained(name, env), ys))  # tuning changed it
+    again, info_again = build()
+    assert info_again["loaded"] and info_again["env_steps"] == 4 * 20
+    assert again is not tuned
+    np.testing.assert_array_equal(_actions(again, ys), first)

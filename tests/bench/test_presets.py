@@ -29,7 +29,7 @@ def test_quick_preset_overrides_only_the_budget_keys():
 def test_every_preset_covers_the_spectrum_on_control_scenarios():
     for preset in PRESETS.values():
         families = {get_method(m).family for m in preset.methods if get_method(m).measure == "cost"}
-        assert {"model-based", "learned optimization", "DNN-aided", "data-centric"} <= families
+        assert set(FAMILIES) <= families  # deep unfolding included: the unfolded MPC
         assert all(m in METHODS for m in preset.methods)
     assert PRESETS[DEFAULT_PRESET].methods == DEFAULT_METHODS
     assert all(m.family in FAMILIES for m in METHODS.values())
@@ -58,3 +58,17 @@ def test_the_command_line_trains_each_method_with_its_presets_budget():
     _, methods, _ = cli._grid(args, parser)
     assert [m.name for m in methods] == ["kalmannet-lqg", "sac"]
     assert methods[1].config["total_timesteps"] == BUDGETS["sac"]["quick"]["total_timesteps"]
+
+
+def test_the_tuned_policies_run_in_every_preset_on_kalmannet_lqgs_env_steps():
+    for preset in PRESETS.values():
+        reference = preset.method("kalmannet-lqg").config
+        for name, family in (("cocp", "learned optimization"), ("unfolded-mpc", "deep unfolding")):
+            assert name in preset.methods
+            config = preset.method(name).config
+            assert get_method(name).family == family
+            assert name in BUDGETS and preset.name in BUDGETS[name]
+            env_steps = config["episodes"] * config["steps"]
+            assert env_steps == reference["episodes"] * reference["steps"] == 10_000
+    quick, full = PRESETS["quick"].method("cocp").config, PRESETS["full"].method("cocp").config
+    assert quick["tune_steps"] < full["tune_steps"]

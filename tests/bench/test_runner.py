@@ -223,12 +223,13 @@ def test_stable_hash_is_stable() -> None:
 
 # -- the command line ------------------------------------------------------------------------------
 #: The default methods with the learned-estimator LQG variants not tuned on the closed-loop cost
-#: and without the RL policy (their training takes minutes; the CLI paths are the same, and RL
-#: has its own tests in tests/rl).
+#: and without the RL policy and the tuned policies (their training takes minutes; the CLI paths
+#: are the same, and RL and the tuned policies have their own tests in tests/rl and
+#: tests/bench/test_control_methods.py).
 QUICK_METHODS = [
     "kalmannet-lqg-state" if m == "kalmannet-lqg" else m
     for m in DEFAULT_METHODS
-    if m not in ("learned-noise-lqg", "ppo")
+    if m not in ("learned-noise-lqg", "ppo", "cocp", "unfolded-mpc")
 ] + ["learned-noise-lqg-state"]
 
 
