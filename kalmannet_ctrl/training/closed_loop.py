@@ -9,7 +9,8 @@ builder :func:`~kalmannet_ctrl.training.learned_lqg` is in :mod:`.lqg_pipeline`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -247,11 +248,7 @@ def fit_closed_loop(
             controller, model, cost, train, val, noise, segment, grad_clip
         )
         n_train = episodes * horizon
-    owned = model.parameters() if isinstance(model, torch.nn.Module) else ()
-    frozen = [p for p in owned if p.requires_grad]
-    try:
-        for p in frozen:
-            p.requires_grad_(False)
+    with frozen_parameters(model):
         record = _optimize(
             estimator,
             params,
@@ -269,9 +266,6 @@ def fit_closed_loop(
             lr_schedule=lr_schedule,
             name="fit_closed_loop",
         )
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
     estimator.eval()
     return record
 
@@ -408,6 +402,21 @@ def _segment_objective(
         return _step(value, opt, grad_clip)
 
     return _nan_if_diverged(train_step), _nan_if_diverged(validate)
+
+
+@contextmanager
+def frozen_parameters(model: Any) -> Iterator[None]:
+    """Hold a simulator's own trainable parameters fixed (``requires_grad`` off) while a
+    controller trains through it, and restore them after, also on an error."""
+    owned = model.parameters() if isinstance(model, torch.nn.Module) else ()
+    frozen = [p for p in owned if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 def control_weight(lqr: LQR, regularization: float = 1e-3) -> torch.Tensor:

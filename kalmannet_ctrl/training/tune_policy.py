@@ -14,7 +14,13 @@ from ..controllers.convex_policy import ConvexPolicy
 from ..controllers.mpc import MPC
 from ..errors import DimensionError, ParameterError
 from ..models import NonlinearModel, QuadraticCost, SystemModel
-from .closed_loop import _SCHEDULES, _nan_if_diverged, _Noise, closed_loop_cost
+from .closed_loop import (
+    _SCHEDULES,
+    _nan_if_diverged,
+    _Noise,
+    closed_loop_cost,
+    frozen_parameters,
+)
 from .fit import FitResult, _optimize, _step
 
 __all__ = ["tune_policy"]
@@ -164,11 +170,7 @@ def tune_policy(
             value = closed_loop_cost(policy, simulator, *val, cost)  # type: ignore[arg-type]
         return float(value.mean())
 
-    owned = model.parameters() if isinstance(model, nn.Module) else ()
-    frozen = [p for p in owned if p.requires_grad]
-    try:
-        for p in frozen:
-            p.requires_grad_(False)
+    with frozen_parameters(model):
         return _optimize(
             module,
             params,
@@ -186,9 +188,6 @@ def tune_policy(
             lr_schedule=lr_schedule,
             name="tune_policy",
         )
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
 
 
 def _trainable(policy: Any) -> tuple[nn.Module, list[Tensor]]:
