@@ -1,6 +1,6 @@
 """Closed-loop control under model mismatch: every controller on the same seeded episodes.
 
-Runs :func:`kalmannet_ctrl.bench.compare` on LinearSystem-v0, CartPole-v0 (both at their default
+Runs :func:`kalmannet_ctrl.bench.compare` on LinearSystem-v0, CartPole-v1 (both at their default
 mismatch, CartPole also at the large one) and Pendulum-v0 (swing-up) with the model-based
 baselines (LQG and MPC on the true and the nominal model) and the learned controllers (neural
 MPC, LQG with a learned estimator trained on the state error only and then tuned on the
@@ -13,7 +13,17 @@ followed by the fraction of the gap between nominal LQG and the oracle that each
 ``--rl`` adds the model-free policies (Stable-Baselines3 PPO and SAC, each observing the nominal
 filter's estimate and a history of measurements; hyperparameters and budgets from
 ``kalmannet_ctrl.rl.HYPERPARAMS``): about two hours of CPU more (one with two workers),
-most of it SAC.
+most of it SAC. Their training records a learning curve (``--curve-every`` env steps between
+points, each ``--curve-episodes`` seeded episodes judged as the table judges them: success and
+cost per step on the env's own cost); ``--rl`` prints the last point of each and writes the
+curves to ``<output>/curves/`` (a CSV per scenario and method, a PNG per scenario).
+
+``--unfolded`` adds the deep-unfolding rows at three iteration counts: ``unfolded-mpc`` (MPC on
+the nominal model solved by K projected-gradient iterations with learned step sizes and QP data,
+tuned on the closed-loop cost in the learned simulator) at K = 3, 5 and 10, named
+``unfolded-mpc-k3`` and so on, next to ``mpc-nominal`` (the exact box-QP on the same model). Their
+B = 1 latencies are in ``benchmarks/control_latency.py``; the untrained solvers at the same K are
+in ``benchmarks/cocp.py``.
 
 Trained artefacts and finished cells are cached in ``--output`` (rerun to resume; delete the
 folder to start over).
@@ -21,7 +31,8 @@ folder to start over).
 Usage::
 
     python benchmarks/closed_loop.py [--scenarios linear cartpole cartpole-large pendulum]
-                                     [--episodes 100] [--methods ...] [--rl] [--seed 0]
+                                     [--episodes 100] [--methods ...] [--rl] [--unfolded]
+                                     [--curve-every 10000] [--curve-episodes 20] [--seed 0]
                                      [--workers 2]
 """
 
@@ -29,8 +40,11 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import replace
+from pathlib import Path
 
 from kalmannet_ctrl.bench import LocalExecutor, compare, default_scenarios, get_method
+from kalmannet_ctrl.rl import plot_learning_curves, write_learning_curve
 
 METHODS = (
     "lqg-oracle",
@@ -43,6 +57,13 @@ METHODS = (
     "kalmannet-lqg",
 )
 RL_METHODS = ("ppo", "ppo-measurement", "sac", "sac-measurement")
+UNFOLDED_K = (3, 5, 10)
+
+
+def unfolded_methods(ks=UNFOLDED_K) -> list:
+    """The registered ``unfolded-mpc`` (full budget) at each K of ``ks``, named by K."""
+    base = get_method("unfolded-mpc")
+    return [replace(base, name=f"unfolded-mpc-k{k}", config={**base.config, "K": k}) for k in ks]
 
 
 def gap_closed(results) -> list[tuple[str, str, float]]:
@@ -61,6 +82,29 @@ def gap_closed(results) -> list[tuple[str, str, float]]:
     return out
 
 
+def rl_methods(curve_every: int, curve_episodes: int) -> list:
+    """The registered RL methods (full budgets) recording learning curves."""
+    curve = {"curve_every": curve_every, "curve_episodes": curve_episodes}
+    return [replace(m, config={**m.config, **curve}) for m in map(get_method, RL_METHODS)]
+
+
+def save_curves(results, folder: Path) -> list[tuple[str, str, dict]]:
+    """Write each cell's learning curve to ``folder`` (CSV per cell, PNG per scenario); the
+    (scenario, method, last point) of each."""
+    last = []
+    by_scenario: dict[str, dict[str, list]] = {}
+    for c in results:
+        if c.learning_curve:
+            by_scenario.setdefault(c.scenario, {})[c.method] = c.learning_curve
+            last.append((c.scenario, c.method, c.learning_curve[-1]))
+    for scenario, curves in by_scenario.items():
+        slug = "".join(ch if ch.isalnum() else "-" for ch in scenario.lower()).strip("-")
+        for method, rows in curves.items():
+            write_learning_curve(rows, folder / f"{slug}_{method}.csv")
+        plot_learning_curves(curves, folder / f"{slug}.png", title=scenario)
+    return last
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -70,14 +114,26 @@ def main() -> None:
     )
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--rl", action="store_true", help="add " + ", ".join(RL_METHODS))
+    parser.add_argument(
+        "--unfolded",
+        action="store_true",
+        help="add unfolded-mpc at K = " + ", ".join(map(str, UNFOLDED_K)),
+    )
+    parser.add_argument("--curve-every", type=int, default=10_000, help="RL env steps per point")
+    parser.add_argument("--curve-episodes", type=int, default=20, help="episodes per point")
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--output", default="closed-loop-results")
     args = parser.parse_args()
+    methods = [get_method(m) for m in args.methods]
+    if args.rl:
+        methods += rl_methods(args.curve_every, args.curve_episodes)
+    if args.unfolded:
+        methods += unfolded_methods()
     results = compare(
         default_scenarios(args.scenarios),
-        [get_method(m) for m in args.methods + (list(RL_METHODS) if args.rl else [])],
+        methods,
         episodes=args.episodes,
         seed=args.seed,
         executor=LocalExecutor(args.workers),
@@ -89,6 +145,16 @@ def main() -> None:
     print("|---|---|---:|")
     for scenario, method, closed in gap_closed(results):
         print(f"| {scenario} | {method} | {100 * closed:.0f} % |")
+    if args.rl:
+        folder = Path(args.output) / "curves"
+        print(f"\nLearning curves in {folder}; their last points:\n")
+        print("| scenario | method | env steps | train [s] | success | cost / step (± 95% CI) |")
+        print("|---|---|---:|---:|---:|---:|")
+        for scenario, method, r in save_curves(results, folder):
+            print(
+                f"| {scenario} | {method} | {r['env_steps']:,} | {r['train_s']:.0f} | "
+                f"{100 * r['success']:.0f} % | {r['cost']:.4g} ± {r['cost_ci95']:.2g} |"
+            )
 
 
 if __name__ == "__main__":
