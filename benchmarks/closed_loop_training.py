@@ -1,7 +1,7 @@
 """Training time and gap closed of the learned-estimator LQG methods, old settings against new.
 
 Trains KalmanNet-LQG and learned-noise LQG (:func:`kalmannet_ctrl.training.learned_lqg`) on
-CartPole-v0 (the bench's ``cartpole`` scenario) with each setting below, for each training seed,
+CartPole-v1 (the bench's ``cartpole`` scenario) with each setting below, for each training seed,
 and evaluates every controller with the bench's own machinery
 (:func:`kalmannet_ctrl.bench.runner.run_cell`: the seeded episodes ``compare --seed`` runs, 100
 by default), next to nominal and oracle LQG on the same episodes:
@@ -250,7 +250,7 @@ def main() -> None:
             for setting in args.only
             if (setting, kind, seed, args.episodes) not in done
         ]
-        print(f"CartPole-v0, {args.episodes} seeded episodes per cell; {machine(args.threads)}")
+        print(f"CartPole-v1, {args.episodes} seeded episodes per cell; {machine(args.threads)}")
         refs: dict[int, dict[str, float]] = {}
         bar = tqdm(todo, desc="closed_loop_training")
         for seed, setting, kind in bar:

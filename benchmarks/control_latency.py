@@ -47,7 +47,7 @@ from kalmannet_ctrl.controllers import LQG, LTV, MPC, MPPI, ConvexPolicy, Neural
 from kalmannet_ctrl.models import ResidualModel, linearize
 
 LINEAR = "kalmannet_ctrl/LinearSystem-v0"
-CARTPOLE = "kalmannet_ctrl/CartPole-v0"
+CARTPOLE = "kalmannet_ctrl/CartPole-v1"
 PENDULUM = "kalmannet_ctrl/Pendulum-v0"
 
 

@@ -10,9 +10,9 @@ __all__ = ["DEFAULT_METHODS", "DEFAULT_SCENARIOS", "DEFAULT_SCENARIO_NAMES", "de
 #: Named scenarios: the CLI accepts these names as well as plain environment ids.
 DEFAULT_SCENARIOS: dict[str, dict] = {
     "linear": {"env_id": "kalmannet_ctrl/LinearSystem-v0", "name": "LinearSystem"},
-    "cartpole": {"env_id": "kalmannet_ctrl/CartPole-v0", "name": "CartPole"},
+    "cartpole": {"env_id": "kalmannet_ctrl/CartPole-v1", "name": "CartPole"},
     "cartpole-large": {
-        "env_id": "kalmannet_ctrl/CartPole-v0",
+        "env_id": "kalmannet_ctrl/CartPole-v1",
         "name": "CartPole (large mismatch)",
         "mismatch": {"pole_length": 0.45, "pole_mass": 2.0, "cart_mass": 0.6, "friction": 1.0},
     },

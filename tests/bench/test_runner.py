@@ -303,7 +303,7 @@ def test_cli_help(command: str, capsys) -> None:
 def test_cli_list_and_train(tmp_path: Path, capsys) -> None:
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "kalmannet_ctrl/CartPole-v0" in out and "* lqg-oracle" in out and "cartpole-large" in out
+    assert "kalmannet_ctrl/CartPole-v1" in out and "* lqg-oracle" in out and "cartpole-large" in out
     assert "presets" in out and "quick:" in out and "full:" in out and "total_timesteps=" in out
     # one method per kind (model-based control, model-based estimation, a trained estimator:
     # the GRU, the cheapest to train); the CLI's builds of the others are in the compare test
