@@ -380,7 +380,15 @@ def build_unfolded_mpc(ctx: BuildContext) -> Any:
 
 
 #: What the RL methods' configs may hold: keywords of :func:`~kalmannet_ctrl.rl.train_rl`.
-_RL_KEYS = ("total_timesteps", "observation", "history", "include_actions", "hyperparams")
+_RL_KEYS = (
+    "total_timesteps",
+    "observation",
+    "history",
+    "include_actions",
+    "hyperparams",
+    "curve_every",
+    "curve_episodes",
+)
 
 
 def _rl(ctx: BuildContext, algo: str) -> Any:

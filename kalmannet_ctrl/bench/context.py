@@ -92,8 +92,8 @@ class BuildContext:
         Calls ``trainer(env_id, *args, seed=seed, env_kwargs=..., progress=False, **kw)`` (the
         signature :func:`~kalmannet_ctrl.training.learned_lqg`,
         :func:`~kalmannet_ctrl.training.train_neural_mpc` and :func:`~kalmannet_ctrl.rl.train_rl`
-        share), copies its ``env_steps`` and ``train_s`` into :attr:`train_info` and returns the
-        trained controller.
+        share), copies its ``env_steps`` and ``train_s`` (and a ``learning_curve``, when it
+        returns one) into :attr:`train_info` and returns the trained controller.
         """
         ctrl, info = trainer(
             self.scenario.env_id,
@@ -104,6 +104,8 @@ class BuildContext:
             **kw,
         )
         self.train_info.update(env_steps=int(info["env_steps"]), train_s=float(info["train_s"]))
+        if info.get("learning_curve"):
+            self.train_info["learning_curve"] = list(info["learning_curve"])
         return ctrl
 
     @property

@@ -94,6 +94,10 @@ class CellResult:
         run.
     scenario_spec : dict
         The scenario's definition, with ``mismatch`` the one in force (defaults completed).
+    learning_curve : list of dict
+        The training's evaluation points, for methods whose training records them (the RL
+        methods with ``curve_every`` in their config; keys
+        :data:`~kalmannet_ctrl.rl.CURVE_COLUMNS`), else empty.
 
     Notes
     -----
@@ -128,6 +132,7 @@ class CellResult:
     mse_db_per_step: list[float] = field(default_factory=list)
     samples: dict[str, Any] = field(default_factory=dict)
     scenario_spec: dict[str, Any] = field(default_factory=dict)
+    learning_curve: list[dict[str, float]] = field(default_factory=list)
     key: str = ""
 
     def to_dict(self) -> dict[str, Any]:

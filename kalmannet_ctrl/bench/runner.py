@@ -87,12 +87,9 @@ def run_cell(task: CellTask) -> CellResult | None:
             envs.close()
     if roll.alive.any():  # pragma: no cover - the vector env truncates at T
         raise RuntimeError("run_cell: episodes did not end at the scenario's episode length")
-    assert roll.x is not None
-    lengths, failed = roll.lengths, roll.failed
     taken = roll.steps
-    success = env.unwrapped.succeeded(roll.x[:, : taken + 1], lengths, failed)
-    # summed step by step, as the episodes ran
-    per_episode = -np.cumsum(np.where(roll.running, roll.reward, 0.0), axis=1)[:, -1] / T
+    success = roll.succeeded(env)
+    per_episode = roll.cost_per_step(T)
     mse_db, per_step, per_episode_err = _estimation_error(roll)
     return CellResult(
         scenario=scenario.label,
@@ -119,6 +116,7 @@ def run_cell(task: CellTask) -> CellResult | None:
         mse_db_per_step=per_step,
         samples=_samples(roll, taken, task.sample_episodes),
         scenario_spec={**scenario.to_dict(), "mismatch": dict(env.mismatch)},
+        learning_curve=list(ctx.train_info.get("learning_curve") or []),
         key=task.key(),
     )
 

@@ -9,6 +9,9 @@ adapter on the controller base, training, persistence and hyperparameters.
   measurements (a :class:`~kalmannet_ctrl.controllers.base.BaseController`);
 - :mod:`~kalmannet_ctrl.rl.persistence`: save/load, the JSON sidecar, :func:`load_rl`;
 - :mod:`~kalmannet_ctrl.rl.train`: :func:`train_rl`;
+- :mod:`~kalmannet_ctrl.rl.callbacks`: its callbacks, among them :class:`LearningCurve` (success
+  and cost against env steps, :func:`plot_learning_curves`, :func:`read_learning_curve`,
+  :func:`write_learning_curve`);
 - :mod:`~kalmannet_ctrl.rl.hyperparams`: :data:`HYPERPARAMS`, read from
   ``hyperparams/<algo>.yml`` as in rl-baselines3-zoo.
 
@@ -17,6 +20,13 @@ imported when a policy is built, trained or loaded, never at import.
 """
 
 from ._deps import require_sb3
+from .callbacks import (
+    CURVE_COLUMNS,
+    LearningCurve,
+    plot_learning_curves,
+    read_learning_curve,
+    write_learning_curve,
+)
 from .controller import RLController
 from .hyperparams import ALGOS, HYPERPARAMS, hyperparams_for
 from .observations import (
@@ -32,9 +42,11 @@ from .wrappers import EstimateObservation, MeasurementHistory, declared_angles
 
 __all__ = [
     "ALGOS",
+    "CURVE_COLUMNS",
     "HYPERPARAMS",
     "OBSERVATION_MODES",
     "EstimateObservation",
+    "LearningCurve",
     "MeasurementHistory",
     "PolicyObservation",
     "RLController",
@@ -44,6 +56,9 @@ __all__ = [
     "default_estimator",
     "hyperparams_for",
     "load_rl",
+    "plot_learning_curves",
+    "read_learning_curve",
     "require_sb3",
     "train_rl",
+    "write_learning_curve",
 ]

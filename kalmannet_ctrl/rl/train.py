@@ -28,7 +28,13 @@ from ..errors import CheckpointError, ParameterError
 from ..estimators.base import Estimator
 from ..models.base import SystemModel
 from ._deps import algorithm_class, require_sb3
-from .callbacks import BestPolicy, Checkpoints, progress_callback
+from .callbacks import (
+    BestPolicy,
+    Checkpoints,
+    LearningCurve,
+    plot_learning_curves,
+    progress_callback,
+)
 from .controller import RLController
 from .hyperparams import ALGO_CLASSES, META_KEYS, check_algo, hyperparams_for
 from .observations import check_mode, default_estimator
@@ -294,6 +300,49 @@ def _callbacks(
     return callbacks, best
 
 
+def _learning_curve(
+    spec: _EnvSpec,
+    plan: _Plan,
+    venv: Any,
+    estimator: Estimator | None,
+    nominal: SystemModel | None,
+    *,
+    every: int,
+    episodes: int,
+) -> LearningCurve:
+    """The learning curve of a run: the policy of the moment as the controller
+    :func:`train_rl` would return, on ``episodes`` copies of the native vector env."""
+    judge = gym.make(spec.env_id, **spec.env_kwargs)
+    steps = judge.spec.max_episode_steps if judge.spec is not None else None
+    if steps is None:
+        judge.close()
+        raise ParameterError(
+            f"curve_every: {spec.env_id} has no time limit (max_episode_steps) to evaluate over"
+        )
+
+    def make_controller(model: Any) -> RLController:
+        return _controller(
+            model,
+            spec,
+            plan,
+            estimator=estimator,
+            nominal=nominal,
+            obs_normalization=_obs_normalization(venv),
+            best_eval=None,
+        )
+
+    return LearningCurve(
+        make_controller,
+        lambda n: gym.make_vec(spec.env_id, num_envs=n, **spec.env_kwargs),
+        judge,
+        every=every,
+        episodes=episodes,
+        seed=plan.seed + 20_000,
+        steps=int(steps),
+        path=None if plan.root is None else plan.root / "learning_curve.csv",
+    )
+
+
 def _close_log(model: Any) -> None:
     """Close the run's CSV log in ``log_dir`` (complete on disk) and give the model the logger
     SB3 gives a model without one, so that further ``learn`` calls work."""
@@ -375,6 +424,8 @@ def train_rl(
     callback: Any = None,
     eval_every: int | None = None,
     eval_episodes: int | None = None,
+    curve_every: int | None = None,
+    curve_episodes: int = 20,
     device: str = "cpu",
     verbose: int = 0,
 ) -> tuple[RLController, dict[str, Any]]:
@@ -460,6 +511,17 @@ def train_rl(
         counted in ``env_steps``; the best is tracked within one call (not across ``resume``).
     eval_episodes : int, optional
         Episodes per evaluation (with ``eval_every``); default the table's, else 20.
+    curve_every : int, optional
+        Record a learning curve (:class:`~kalmannet_ctrl.rl.LearningCurve`): at the start, about
+        every this many env steps and at the end, the policy of the moment runs
+        ``curve_episodes`` seeded episodes (seeds ``seed + 20_000`` onwards, the same at every
+        point) of the env's native vector env, judged as the comparison judges a controller:
+        success rate and cost per step on the env's own cost. The rows are in
+        ``info["learning_curve"]`` and, with ``log_dir``, in ``learning_curve.csv`` (rewritten
+        at every point) and ``learning_curve.png``. Their time is not counted in ``train_s``;
+        their env steps are not counted in ``env_steps``.
+    curve_episodes : int, default 20
+        Episodes per learning-curve point.
     device : str, default "cpu"
     verbose : int, default 0
         SB3's verbosity.
@@ -472,8 +534,9 @@ def train_rl(
         ``env_steps``, ``train_s`` (wall time), ``algo``, ``env_id``, ``seed``, ``n_envs``,
         ``hyperparams`` (as used), ``resumed_from`` (checkpoint path or None),
         ``episode_returns`` and ``episode_lengths`` (the last up to 100 training episodes, from
-        Monitor), and ``best_eval`` (with ``eval_every``: ``{"env_steps", "mean_return"}`` of the
-        policy returned; None without).
+        Monitor), ``learning_curve`` (with ``curve_every``: the rows, keys
+        :data:`~kalmannet_ctrl.rl.CURVE_COLUMNS`; None without), and ``best_eval`` (with
+        ``eval_every``: ``{"env_steps", "mean_return"}`` of the policy returned; None without).
 
     Raises
     ------
@@ -517,16 +580,25 @@ def train_rl(
         include_covariance=include_covariance,
         angles=angles,
     )
+    if curve_every is not None:
+        curve_every = check_positive_int(curve_every, "curve_every")
+    curve_episodes = check_positive_int(curve_episodes, "curve_episodes")
     start = time.perf_counter()
     checkpoints = Checkpoints.find(plan.checkpoint_folder, resume)
     venv = _training_envs(spec, plan, checkpoints)
     best: BestPolicy | None = None
+    curve: LearningCurve | None = None
     model = None
     try:
         model = _algorithm(sb3, plan, venv, checkpoints, device=device, verbose=verbose)
         callbacks, best = _callbacks(
             sb3, plan, spec, venv, checkpoints, callback=callback, progress=progress
         )
+        if curve_every is not None:
+            curve = _learning_curve(
+                spec, plan, venv, estimator, nominal, every=curve_every, episodes=curve_episodes
+            )
+            callbacks.insert(len(callbacks) - 1, curve.callback)  # before the progress bar
         remaining = plan.total_timesteps - model.num_timesteps
         if remaining > 0:
             model.learn(
@@ -535,7 +607,12 @@ def train_rl(
                 reset_num_timesteps=checkpoints.latest is None,
                 progress_bar=False,
             )
-        train_s = time.perf_counter() - start
+        train_s = time.perf_counter() - start - (0.0 if curve is None else curve.eval_s)
+        if curve is not None and plan.root is not None and curve.rows:
+            title = f"{plan.algo.upper()} on {plan.env_id} ({plan.observation}), seed {plan.seed}"
+            plot_learning_curves(
+                {f"seed {plan.seed}": curve.rows}, plan.root / "learning_curve.png", title=title
+            )
         obs_normalization = _obs_normalization(venv)
         best_eval = None
         if best is not None and best.snapshot is not None:
@@ -559,11 +636,14 @@ def train_rl(
             "episode_returns": [float(ep["r"]) for ep in model.ep_info_buffer],
             "episode_lengths": [int(ep["l"]) for ep in model.ep_info_buffer],
             "best_eval": best_eval,
+            "learning_curve": None if curve is None else list(curve.rows),
         }
     finally:
         venv.close()
         if best is not None:
             best.close()
+        if curve is not None:
+            curve.judge.close()
         if model is not None and plan.root is not None:
             _close_log(model)
     return controller, info

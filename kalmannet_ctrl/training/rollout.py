@@ -88,6 +88,23 @@ class Rollout(NamedTuple):
         """Steps taken (the longest episode's length)."""
         return int(self.running.any(0).sum())
 
+    def cost_per_step(self, horizon: int | None = None) -> np.ndarray:
+        """Each episode's cost (the negated reward summed over its running steps, failure
+        costs included) divided by ``horizon`` (default T, the steps asked for), (E,).
+
+        Dividing by the episode length asked for, not the length run, keeps an episode that
+        ends early from looking cheaper per step than one that runs to the end.
+        """
+        T = self.running.shape[1] if horizon is None else horizon
+        return -np.where(self.running, self.reward, 0.0).cumsum(axis=1)[:, -1] / T
+
+    def succeeded(self, env: gym.Env) -> np.ndarray:
+        """Which episodes count as a success by ``env.unwrapped.succeeded`` (a
+        :class:`~kalmannet_ctrl.envs.PartiallyKnownEnv` of the same id), (E,) bool."""
+        if self.x is None:
+            raise TypeError("env: the rollout has no true states (info['state']) to judge by")
+        return env.unwrapped.succeeded(self.x[:, : self.steps + 1], self.lengths, self.failed)
+
 
 def check_controller(controller: Any) -> Any:
     """``controller`` checked against the convention above: None, "random" or a Controller.

@@ -48,7 +48,17 @@ TINY = [
         build_learned_noise_lqg,
         config={"episodes": 4, "steps": 20, "fit_steps": 2},
     ),
-    Method("ppo-test", build_ppo, config={"observation": "estimate", "total_timesteps": 256}),
+    Method(
+        "ppo-test",
+        build_ppo,
+        config={
+            "observation": "estimate",
+            "total_timesteps": 256,
+            "hyperparams": {"n_steps": 128, "batch_size": 64, "n_epochs": 1, "n_envs": 1},
+            "curve_every": 128,
+            "curve_episodes": 2,
+        },
+    ),
 ]
 
 
@@ -62,7 +72,11 @@ def test_control_methods_train_once_and_reload_from_the_cache(tmp_path: Path) ->
         assert (cell.train_env_steps > 0) == trains
     assert first.get(LINEAR.label, "neural-mpc-test").train_env_steps == 2 * 20
     assert first.get(LINEAR.label, "kalmannet-lqg-test").train_env_steps == 4 * 20
-    assert first.get(LINEAR.label, "ppo-test").train_env_steps >= 256
+    ppo = first.get(LINEAR.label, "ppo-test")
+    assert ppo.train_env_steps == 256
+    # the RL cell carries its learning curve (points at 0, 128, 256 env steps); others none
+    assert [r["env_steps"] for r in ppo.learning_curve] == [0, 128, 256]
+    assert not first.get(LINEAR.label, "kalmannet-lqg-test").learning_curve
     # the cells are cached: drop them, keep the trained artefacts, and rebuild from those
     for cell_file in (tmp_path / "cells").glob("*.json"):
         cell_file.unlink()
@@ -71,6 +85,7 @@ def test_control_methods_train_once_and_reload_from_the_cache(tmp_path: Path) ->
         a, b = first.get(LINEAR.label, method.name), again.get(LINEAR.label, method.name)
         assert a.cost == pytest.approx(b.cost, rel=1e-9), method.name
         assert a.train_env_steps == b.train_env_steps
+        assert a.learning_curve == b.learning_curve  # restored with the trained artefact
 
 
 @pytest.mark.parametrize(
