@@ -10,10 +10,10 @@ followed by the fraction of the gap between nominal LQG and the oracle that each
 
     closed = (cost(lqg-nominal) − cost(method)) / (cost(lqg-nominal) − cost(lqg-oracle)).
 
-``--rl`` adds the model-free policies (Stable-Baselines3 PPO and SAC, each observing the nominal
-filter's estimate and a history of measurements; hyperparameters and budgets from
-``kalmannet_ctrl.rl.HYPERPARAMS``): about two hours of CPU more (one with two workers),
-most of it SAC. Their training records a learning curve (``--curve-every`` env steps between
+``--rl [NAME ...]`` adds the model-free policies (Stable-Baselines3 PPO and SAC, each observing
+the nominal filter's estimate and a history of measurements, and sb3-contrib's RecurrentPPO on
+the raw measurements; hyperparameters and budgets from ``kalmannet_ctrl.rl.HYPERPARAMS``), all
+of them without names: hours of CPU more, most of it SAC. Their training records a learning curve (``--curve-every`` env steps between
 points, each ``--curve-episodes`` seeded episodes judged as the table judges them: success and
 cost per step on the env's own cost); ``--rl`` prints the last point of each and writes the
 curves to ``<output>/curves/`` (a CSV per scenario and method, a PNG per scenario).
@@ -56,7 +56,7 @@ METHODS = (
     "kalmannet-lqg-state",
     "kalmannet-lqg",
 )
-RL_METHODS = ("ppo", "ppo-measurement", "sac", "sac-measurement")
+RL_METHODS = ("ppo", "ppo-measurement", "sac", "sac-measurement", "recurrentppo-measurement")
 UNFOLDED_K = (3, 5, 10)
 
 
@@ -82,10 +82,10 @@ def gap_closed(results) -> list[tuple[str, str, float]]:
     return out
 
 
-def rl_methods(curve_every: int, curve_episodes: int) -> list:
-    """The registered RL methods (full budgets) recording learning curves."""
+def rl_methods(names, curve_every: int, curve_episodes: int) -> list:
+    """The registered RL methods ``names`` (full budgets) recording learning curves."""
     curve = {"curve_every": curve_every, "curve_episodes": curve_episodes}
-    return [replace(m, config={**m.config, **curve}) for m in map(get_method, RL_METHODS)]
+    return [replace(m, config={**m.config, **curve}) for m in map(get_method, names)]
 
 
 def save_curves(results, folder: Path) -> list[tuple[str, str, dict]]:
@@ -113,7 +113,12 @@ def main() -> None:
         "--scenarios", nargs="+", default=["linear", "cartpole", "cartpole-large", "pendulum"]
     )
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--rl", action="store_true", help="add " + ", ".join(RL_METHODS))
+    parser.add_argument(
+        "--rl",
+        nargs="*",
+        choices=RL_METHODS,
+        help="add these RL methods (all of " + ", ".join(RL_METHODS) + " without names)",
+    )
     parser.add_argument(
         "--unfolded",
         action="store_true",
@@ -127,8 +132,8 @@ def main() -> None:
     parser.add_argument("--output", default="closed-loop-results")
     args = parser.parse_args()
     methods = [get_method(m) for m in args.methods]
-    if args.rl:
-        methods += rl_methods(args.curve_every, args.curve_episodes)
+    if args.rl is not None:
+        methods += rl_methods(args.rl or RL_METHODS, args.curve_every, args.curve_episodes)
     if args.unfolded:
         methods += unfolded_methods()
     results = compare(
@@ -145,7 +150,7 @@ def main() -> None:
     print("|---|---|---:|")
     for scenario, method, closed in gap_closed(results):
         print(f"| {scenario} | {method} | {100 * closed:.0f} % |")
-    if args.rl:
+    if args.rl is not None:
         folder = Path(args.output) / "curves"
         print(f"\nLearning curves in {folder}; their last points:\n")
         print("| scenario | method | env steps | train [s] | success | cost / step (± 95% CI) |")

@@ -416,6 +416,12 @@ def build_ppo(ctx: BuildContext) -> Any:
     return _rl(ctx, "ppo")
 
 
+def build_recurrent_ppo(ctx: BuildContext) -> Any:
+    """RecurrentPPO (sb3-contrib, an LSTM policy), hyperparameters per env; it observes what
+    the method's config says (the registered method: the raw measurements, one at a time)."""
+    return _rl(ctx, "recurrentppo")
+
+
 def build_sac(ctx: BuildContext) -> Any:
     """SAC (Stable-Baselines3), hyperparameters per env; it observes what the method's config
     ``observation`` says: the nominal filter's estimates (default) or a measurement history."""

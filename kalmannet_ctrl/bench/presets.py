@@ -43,6 +43,7 @@ _FULL: dict[str, dict[str, Any]] = {
     "ppo-measurement": {},
     "sac": {},
     "sac-measurement": {},
+    "recurrentppo-measurement": {},
 }
 _QUICK: dict[str, dict[str, Any]] = {
     # on 20-step segments resumed from recorded filter states (fit's segment): on the Lorenz
@@ -58,6 +59,7 @@ _QUICK: dict[str, dict[str, Any]] = {
     "ppo-measurement": {"total_timesteps": 10_000},
     "sac": {"total_timesteps": 10_000},
     "sac-measurement": {"total_timesteps": 10_000},
+    "recurrentppo-measurement": {"total_timesteps": 10_000},
 }
 BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
     name: {"quick": {**full, **_QUICK.get(name, {})}, "full": full} for name, full in _FULL.items()

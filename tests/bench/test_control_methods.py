@@ -17,6 +17,7 @@ from kalmannet_ctrl.bench.methods import (
     build_mpc_nominal,
     build_neural_mpc,
     build_ppo,
+    build_recurrent_ppo,
     get_method,
     has_inputs,
     regulates_the_origin,
@@ -57,6 +58,16 @@ TINY = [
             "hyperparams": {"n_steps": 128, "batch_size": 64, "n_epochs": 1, "n_envs": 1},
             "curve_every": 128,
             "curve_episodes": 2,
+        },
+    ),
+    Method(
+        "recurrentppo-test",
+        build_recurrent_ppo,
+        config={
+            "observation": "measurement",
+            "history": 1,
+            "total_timesteps": 128,
+            "hyperparams": {"n_steps": 32, "batch_size": 64, "n_epochs": 1, "n_envs": 2},
         },
     ),
 ]
