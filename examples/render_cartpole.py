@@ -28,7 +28,7 @@ def episode_frames(designed_on: str, seed: int = 0) -> tuple[list[np.ndarray], i
     """One episode: the frames at the steps of SHOWN (the last frame for those after its end),
     the steps it ran and whether it ended by failure."""
     env = gym.make(
-        "kalmannet_ctrl/CartPole-v0", mismatch=CARTPOLE_LARGE_MISMATCH, render_mode="rgb_array"
+        "kalmannet_ctrl/CartPole-v1", mismatch=CARTPOLE_LARGE_MISMATCH, render_mode="rgb_array"
     )
     model = getattr(env.unwrapped, f"{designed_on}_model")
     bounds = (env.action_space.low, env.action_space.high)

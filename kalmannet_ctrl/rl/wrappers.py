@@ -247,7 +247,7 @@ class MeasurementHistory(_PolicyInputWrapper, gym.utils.RecordConstructorArgs):
     --------
     >>> import gymnasium as gym
     >>> import kalmannet_ctrl.envs  # registers the environments
-    >>> env = MeasurementHistory(gym.make("kalmannet_ctrl/CartPole-v0"), length=3)
+    >>> env = MeasurementHistory(gym.make("kalmannet_ctrl/CartPole-v1"), length=3)
     >>> obs, _ = env.reset(seed=0)
     >>> obs.shape, bool((obs[:4] == 0).all())
     ((6,), True)
