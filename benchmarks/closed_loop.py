@@ -13,10 +13,11 @@ followed by the fraction of the gap between nominal LQG and the oracle that each
 ``--rl [NAME ...]`` adds the model-free policies (Stable-Baselines3 PPO and SAC, each observing
 the nominal filter's estimate and a history of measurements, and sb3-contrib's RecurrentPPO on
 the raw measurements; hyperparameters and budgets from ``kalmannet_ctrl.rl.HYPERPARAMS``), all
-of them without names: hours of CPU more, most of it SAC. Their training records a learning curve (``--curve-every`` env steps between
-points, each ``--curve-episodes`` seeded episodes judged as the table judges them: success and
-cost per step on the env's own cost); ``--rl`` prints the last point of each and writes the
-curves to ``<output>/curves/`` (a CSV per scenario and method, a PNG per scenario).
+of them without names: hours of CPU more, most of it SAC. Their training records a learning
+curve (``--curve-every`` env steps between points, each ``--curve-episodes`` seeded episodes
+judged as the table judges them: success and cost per step on the env's own cost); ``--rl``
+prints the last point of each and writes the curves to ``<output>/curves/`` (a CSV per scenario
+and method, a PNG per scenario).
 
 ``--unfolded`` adds the deep-unfolding rows at three iteration counts: ``unfolded-mpc`` (MPC on
 the nominal model solved by K projected-gradient iterations with learned step sizes and QP data,
@@ -24,6 +25,10 @@ tuned on the closed-loop cost in the learned simulator) at K = 3, 5 and 10, name
 ``unfolded-mpc-k3`` and so on, next to ``mpc-nominal`` (the exact box-QP on the same model). Their
 B = 1 latencies are in ``benchmarks/control_latency.py``; the untrained solvers at the same K are
 in ``benchmarks/cocp.py``.
+
+``--train-seeds 0 1 2`` trains every learned method once per seed (rows ``<method>-seed<k>``,
+the config's ``train_seed``), each evaluated on the same seeded episodes, and adds a table per
+method of every seed's gap closed, success and cost, with their mean and standard deviation.
 
 Trained artefacts and finished cells are cached in ``--output`` (rerun to resume; delete the
 folder to start over).
@@ -33,6 +38,7 @@ Usage::
     python benchmarks/closed_loop.py [--scenarios linear cartpole cartpole-large pendulum]
                                      [--episodes 100] [--methods ...] [--rl] [--unfolded]
                                      [--curve-every 10000] [--curve-episodes 20] [--seed 0]
+                                     [--train-seeds 0 1 2]
                                      [--workers 2]
 """
 
@@ -42,6 +48,8 @@ import argparse
 import math
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from kalmannet_ctrl.bench import LocalExecutor, compare, default_scenarios, get_method
 from kalmannet_ctrl.rl import plot_learning_curves, write_learning_curve
@@ -88,6 +96,47 @@ def rl_methods(names, curve_every: int, curve_episodes: int) -> list:
     return [replace(m, config={**m.config, **curve}) for m in map(get_method, names)]
 
 
+#: The methods without training (one row whatever the training seeds).
+UNTRAINED = ("lqg-oracle", "lqg-nominal", "mpc-nominal")
+
+
+def per_train_seed(methods: list, seeds: list[int]) -> list:
+    """Each learned method of ``methods`` once per training seed (named ``<name>-seed<k>``)."""
+    out = []
+    for m in methods:
+        if m.name in UNTRAINED:
+            out.append(m)
+            continue
+        out += [
+            replace(m, name=f"{m.name}-seed{k}", config={**m.config, "train_seed": k})
+            for k in seeds
+        ]
+    return out
+
+
+def seed_summary(results, seeds: list[int]) -> list[str]:
+    """Markdown rows: per scenario and learned method, each training seed's gap closed,
+    success and cost, and their mean ± standard deviation over the seeds."""
+    closed = {(sc, m): g for sc, m, g in gap_closed(results)}
+    rows = []
+    for scenario in dict.fromkeys(c.scenario for c in results):
+        names = [c.method for c in results if c.scenario == scenario]
+        bases = dict.fromkeys(n.rsplit("-seed", 1)[0] for n in names if "-seed" in n)
+        for base in bases:
+            cells = [results.get(scenario, f"{base}-seed{k}") for k in seeds]
+            gaps = np.array([100 * closed.get((scenario, c.method), math.nan) for c in cells])
+            succ = np.array([100 * c.success_rate for c in cells])
+            cost = np.array([c.cost for c in cells])
+            sd = lambda a: float(a.std(ddof=1)) if len(a) > 1 else math.nan  # noqa: E731
+            rows.append(
+                f"| {scenario} | {base} | {' / '.join(f'{g:.0f}' for g in gaps)} % | "
+                f"{gaps.mean():.0f} ± {sd(gaps):.0f} % | "
+                f"{' / '.join(f'{x:.0f}' for x in succ)} % | "
+                f"{' / '.join(f'{x:.4g}' for x in cost)} | {cost.mean():.4g} ± {sd(cost):.2g} |"
+            )
+    return rows
+
+
 def save_curves(results, folder: Path) -> list[tuple[str, str, dict]]:
     """Write each cell's learning curve to ``folder`` (CSV per cell, PNG per scenario); the
     (scenario, method, last point) of each."""
@@ -126,6 +175,12 @@ def main() -> None:
     )
     parser.add_argument("--curve-every", type=int, default=10_000, help="RL env steps per point")
     parser.add_argument("--curve-episodes", type=int, default=20, help="episodes per point")
+    parser.add_argument(
+        "--train-seeds",
+        nargs="+",
+        type=int,
+        help="train each learned method once per seed (same evaluation episodes)",
+    )
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
@@ -136,6 +191,8 @@ def main() -> None:
         methods += rl_methods(args.rl or RL_METHODS, args.curve_every, args.curve_episodes)
     if args.unfolded:
         methods += unfolded_methods()
+    if args.train_seeds:
+        methods = per_train_seed(methods, args.train_seeds)
     results = compare(
         default_scenarios(args.scenarios),
         methods,
@@ -150,6 +207,15 @@ def main() -> None:
     print("|---|---|---:|")
     for scenario, method, closed in gap_closed(results):
         print(f"| {scenario} | {method} | {100 * closed:.0f} % |")
+    if args.train_seeds:
+        seeds = " / ".join(map(str, args.train_seeds))
+        print(f"\nPer training seed ({seeds}), the same {args.episodes} evaluation episodes:\n")
+        print(
+            "| scenario | method | gap closed per seed | mean ± sd | success per seed | "
+            "cost / step per seed | mean ± sd |"
+        )
+        print("|---|---|---:|---:|---:|---:|---:|")
+        print("\n".join(seed_summary(results, args.train_seeds)))
     if args.rl is not None:
         folder = Path(args.output) / "curves"
         print(f"\nLearning curves in {folder}; their last points:\n")

@@ -17,7 +17,18 @@ from .scenario import Scenario
 
 T = TypeVar("T")
 
-__all__ = ["FAMILIES", "METHODS", "BuildContext", "Method", "get_method", "register_method"]
+__all__ = [
+    "FAMILIES",
+    "METHODS",
+    "TRAIN_SEED",
+    "BuildContext",
+    "Method",
+    "get_method",
+    "register_method",
+]
+
+#: The config key every method accepts: its training seed (default: the comparison's seed).
+TRAIN_SEED = "train_seed"
 
 
 @dataclass
@@ -30,7 +41,9 @@ class BuildContext:
     env : PartiallyKnownEnv
         A single env of the scenario (its ``nominal_model``, ``true_model``, ``cost`` and spaces).
     seed : int
-        The comparison's seed (for training).
+        The training seed: the method config's ``train_seed`` (:data:`TRAIN_SEED`) when it has
+        one, else the comparison's seed (which seeds the evaluation episodes either way, so
+        that controllers trained with different seeds meet the same episodes).
     cache : ArtifactCache
         Where trained artefacts live (folder per scenario, method, config and seed).
     """
@@ -72,7 +85,7 @@ class BuildContext:
         ParameterError
             If the config holds a key outside ``accepted`` or lacks one of ``required``.
         """
-        cfg = dict(self.config)
+        cfg = {k: v for k, v in self.config.items() if k != TRAIN_SEED}
         unknown = sorted(set(cfg) - set(names if accepted is None else accepted))
         if unknown:
             raise ParameterError(
@@ -173,7 +186,9 @@ class Method:
     oracle : bool
         Whether the method uses the true model (the reference of the gap to the oracle).
     config : mapping
-        Settings that change the result (part of the cache keys).
+        Settings that change the result (part of the cache keys). Every method accepts
+        ``train_seed`` (an int): the seed of its training, where the comparison's seed would be
+        used otherwise; the evaluation episodes keep the comparison's seed.
     family : str
         Where the method sits on the spectrum of model-based deep learning, one of
         :data:`FAMILIES` (the colours of the figures).
@@ -200,6 +215,15 @@ class Method:
             raise ValueError(f"family: expected one of {FAMILIES}, found {self.family!r}")
         if self.measure not in ("cost", "mse"):
             raise ValueError(f"measure: expected 'cost' or 'mse', found {self.measure!r}")
+        seed = self.config.get(TRAIN_SEED, 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ParameterError(
+                f"config: method {self.name!r} has train_seed {seed!r}; expected an integer"
+            )
+
+    def train_seed(self, seed: int) -> int:
+        """The seed of this method's training in a comparison seeded ``seed``."""
+        return int(self.config.get(TRAIN_SEED, seed))
 
 
 

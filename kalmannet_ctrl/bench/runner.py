@@ -74,7 +74,7 @@ def run_cell(task: CellTask) -> CellResult | None:
         return None
     start = time.perf_counter()
     cache = ArtifactCache(None if task.cache_root is None else Path(task.cache_root) / "artifacts")
-    ctx = BuildContext(scenario, env, task.seed, cache, method=method)
+    ctx = BuildContext(scenario, env, method.train_seed(task.seed), cache, method=method)
     B, T = task.episodes, scenario.steps
     with cell_reporting((scenario.label, method.name)):
         controller = method.build(ctx)

@@ -179,3 +179,30 @@ def test_tuned_policies_train_on_their_budget_and_reload_the_same_parameters(
     assert info_again["loaded"] and info_again["env_steps"] == 4 * 20
     assert again is not tuned
     np.testing.assert_array_equal(_actions(again, ys), first)
+
+
+def test_train_seed_changes_the_training_not_the_evaluation_episodes() -> None:
+    """A method's ``train_seed`` seeds its training only: equal to the comparison's seed it
+    changes nothing; another one trains another policy, evaluated on the same episodes (an
+    untrained controller with a train_seed costs exactly what it costs without)."""
+    from dataclasses import replace
+
+    from kalmannet_ctrl.errors import ParameterError
+
+    ppo, mpc = TINY[4], TINY[0]
+    assert ppo.name == "ppo-test" and mpc.name == "mpc-test"
+    cfg = {k: v for k, v in ppo.config.items() if not k.startswith("curve")}
+    methods = [
+        replace(ppo, name="ppo", config=cfg),
+        replace(ppo, name="ppo-seed0", config={**cfg, "train_seed": 0}),
+        replace(ppo, name="ppo-seed5", config={**cfg, "train_seed": 5}),
+        mpc,
+        replace(mpc, name="mpc-seed5", config={**mpc.config, "train_seed": 5}),
+    ]
+    res = compare([LINEAR], methods, episodes=3, seed=0, executor=LocalExecutor(1), progress=False)
+    cost = {m.name: res.get(LINEAR.label, m.name).cost for m in methods}
+    assert cost["ppo-seed0"] == cost["ppo"]
+    assert cost["ppo-seed5"] != cost["ppo"]
+    assert cost["mpc-seed5"] == cost["mpc-test"]
+    with pytest.raises(ParameterError, match="train_seed '1'; expected an integer"):
+        Method("bad", build_ppo, config={"train_seed": "1"})
