@@ -542,13 +542,34 @@ def check_action(action: Any, space: spaces.Box, name: str) -> np.ndarray:
     return np.clip(a, space.low, space.high)
 
 
+def _check_autoreset_mode(mode: Any) -> AutoresetMode:
+    """NEXT_STEP or SAME_STEP (the native vector env's modes), from the enum or its value."""
+    modes = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
+    try:
+        checked = AutoresetMode(mode)
+    except ValueError:
+        checked = None
+    if checked not in modes:
+        raise ParameterError(
+            f"autoreset_mode: expected one of {[m.value for m in modes]}, found {mode!r}"
+        )
+    return checked
+
+
 class PartiallyKnownVectorEnv(VectorEnv):
     """Native batched copies of a :class:`PartiallyKnownEnv`, stepped by one batched call.
 
     All copies share one mismatch (one nominal and one true model). Episodes are truncated after
     ``max_episode_steps`` and, as in Gymnasium's own vector envs, reset on the step after they end
-    (``AutoresetMode.NEXT_STEP``): that step returns the first observation of the new episode with
-    reward 0 and terminated = truncated = False.
+    (``AutoresetMode.NEXT_STEP``, the default): that step returns the first observation of the new
+    episode with reward 0 and terminated = truncated = False. With
+    ``autoreset_mode=AutoresetMode.SAME_STEP`` (the convention of Stable-Baselines3's VecEnv) a
+    copy whose episode ends starts the next one in the same step: the step returns the new
+    episode's first observation and state, the last ones in ``info["final_obs"]`` (an object
+    array, None for the other copies) and ``info["final_info"]["state"]``, with the masks
+    ``info["_final_obs"]`` and ``info["_final_info"]``. With one copy, the noise is drawn in the
+    single env's order in either mode (a seeded single env that is reset after each episode sees
+    the same episodes).
 
     A subclass names the env it batches, which is all it needs to say::
 
@@ -563,6 +584,8 @@ class PartiallyKnownVectorEnv(VectorEnv):
     render_mode : {None, "rgb_array"}
         With ``"rgb_array"``, :meth:`render` returns one frame per copy (as the single env
         draws it, from each copy's own episode).
+    autoreset_mode : AutoresetMode or str, default NEXT_STEP
+        ``NEXT_STEP`` or ``SAME_STEP`` (or their values, ``"NextStep"``, ``"SameStep"``).
     **kwargs
         Passed to the env class (e.g. ``mismatch``).
 
@@ -592,6 +615,7 @@ class PartiallyKnownVectorEnv(VectorEnv):
         *,
         max_episode_steps: int | None = None,
         render_mode: str | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         **kwargs: Any,
     ) -> None:
         env_class = type(self).env_class
@@ -608,7 +632,12 @@ class PartiallyKnownVectorEnv(VectorEnv):
         )
         self.env = env_class(**kwargs)  # holds the models; never stepped itself
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
-        self.metadata = {**self.metadata, "render_fps": self.env.metadata["render_fps"]}
+        self.autoreset_mode = _check_autoreset_mode(autoreset_mode)
+        self.metadata = {
+            **self.metadata,
+            "render_fps": self.env.metadata["render_fps"],
+            "autoreset_mode": self.autoreset_mode,
+        }
         self._histories = [_render.History(self.env.render_history) for _ in range(self.num_envs)]
         self._set_spaces()
         self._x: np.ndarray | None = None
@@ -687,7 +716,7 @@ class PartiallyKnownVectorEnv(VectorEnv):
     def step(
         self, actions: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Step every copy with its row of ``actions`` (NEXT_STEP autoreset, see the class)."""
+        """Step every copy with its row of ``actions`` (autoreset as the class says)."""
         if self._x is None:
             raise RuntimeError("step: call reset() before step()")
         u = check_action(actions, self.action_space, "actions")
@@ -733,10 +762,44 @@ class PartiallyKnownVectorEnv(VectorEnv):
                 if done[b]:
                     history.clear()
                 history.append(x_next[b], y[b])
-        self._prev_done = terminated | truncated
+        ended = terminated | truncated
         every = np.ones(B, dtype=bool)
-        info = {"state": x_next.copy(), "cost": stage, "_state": every, "_cost": every.copy()}
+        info: dict[str, Any] = {"cost": stage, "_state": every, "_cost": every.copy()}
+        if self.autoreset_mode is AutoresetMode.SAME_STEP:
+            info.update(self._restart(ended, y))
+            x_next = self._x
+        else:
+            self._prev_done = ended
+        info["state"] = x_next.copy()
         return y.astype(np.float32), reward, terminated, truncated, info
+
+    def _restart(self, ended: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+        """SAME_STEP autoreset: start a new episode in the ``ended`` copies now (their state and
+        measurement ``y`` replaced in place); the final observations and states of the info."""
+        n_ended = int(ended.sum())
+        if n_ended == 0:
+            return {}
+        sim = self.env._sim
+        final_obs = np.empty(self.num_envs, dtype=object)
+        final_state = np.zeros_like(self._x)
+        final_state[ended] = self._x[ended]
+        for b in np.flatnonzero(ended):
+            final_obs[b] = y[b].astype(np.float32)
+        x0 = sim.initial_state(self.np_random.standard_normal((n_ended, sim.n_x)))
+        y[ended] = sim.measure(x0, self.np_random.standard_normal((n_ended, sim.n_y)))
+        self._x = self._x.copy()
+        self._x[ended] = x0
+        self._steps[ended] = 0
+        if self.render_mode is not None:
+            for b in np.flatnonzero(ended):
+                self._histories[b].clear()
+                self._histories[b].append(self._x[b], y[b])
+        return {
+            "final_obs": final_obs,
+            "_final_obs": ended.copy(),
+            "final_info": {"state": final_state, "_state": ended.copy()},
+            "_final_info": ended.copy(),
+        }
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         """One RGB uint8 frame (H, W, 3) per copy with ``render_mode="rgb_array"``, else None.

@@ -9,6 +9,8 @@ adapter on the controller base, training, persistence and hyperparameters.
   measurements (a :class:`~kalmannet_ctrl.controllers.base.BaseController`);
 - :mod:`~kalmannet_ctrl.rl.persistence`: save/load, the JSON sidecar, :func:`load_rl`;
 - :mod:`~kalmannet_ctrl.rl.train`: :func:`train_rl`;
+- :mod:`~kalmannet_ctrl.rl.vec_env`: :class:`NativeVecEnv`, a Stable-Baselines3 VecEnv over the
+  native vector envs (imported on first use);
 - :mod:`~kalmannet_ctrl.rl.callbacks`: its callbacks, among them :class:`LearningCurve` (success
   and cost against env steps, :func:`plot_learning_curves`, :func:`read_learning_curve`,
   :func:`write_learning_curve`);
@@ -48,6 +50,7 @@ __all__ = [
     "EstimateObservation",
     "LearningCurve",
     "MeasurementHistory",
+    "NativeVecEnv",
     "PolicyObservation",
     "RLController",
     "RLState",
@@ -62,3 +65,12 @@ __all__ = [
     "train_rl",
     "write_learning_curve",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # NativeVecEnv subclasses Stable-Baselines3's VecEnv: imported on first use, not here
+    if name == "NativeVecEnv":
+        from .vec_env import NativeVecEnv
+
+        return NativeVecEnv
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

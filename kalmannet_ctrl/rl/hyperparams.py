@@ -42,6 +42,7 @@ META_KEYS: tuple[str, ...] = (
     "estimator_process_cov_scale",
     "eval_every",
     "eval_episodes",
+    "vec_env",
 )
 
 

@@ -184,6 +184,33 @@ def _check_policy_estimator(
     return estimator
 
 
+def _replace_gaussian_rows(state: Any, rows: Tensor, new: Any) -> Any:
+    """``state`` with the batch rows ``rows`` taken from ``new`` (a state of those rows alone);
+    both GaussianStates (a covariance shared by the batch is expanded where rows differ)."""
+    from ..estimators.base import GaussianState
+
+    if not (isinstance(state, GaussianState) and isinstance(new, GaussianState)):
+        raise TypeError(
+            "estimator: restarting some rows of a batch needs a Gaussian filter's state "
+            f"(GaussianState), found {type(state).__name__}"
+        )
+    B, n = state.mean.shape
+    mean = state.mean.clone()
+    mean[rows] = new.mean
+    if (
+        state.cov.dim() == 2
+        and new.cov.dim() == 2
+        and (new.cov is state.cov or torch.equal(new.cov, state.cov))
+    ):
+        cov = state.cov
+    else:
+        cov = state.cov.expand(B, n, n).clone()
+        cov[rows] = new.cov.expand(len(rows), n, n)
+    fresh = torch.zeros(B, dtype=torch.bool) if state.fresh is None else state.fresh.clone()
+    fresh[rows] = False if new.fresh is None else new.fresh
+    return GaussianState(mean, cov, fresh if bool(fresh.any()) else None)
+
+
 class RLState(NamedTuple):
     """Recurrent state of the policy input (and of :class:`~kalmannet_ctrl.rl.RLController`).
 
@@ -375,6 +402,42 @@ class PolicyObservation:
         assert state.history is not None
         history = torch.where(mask[:, None, None], torch.zeros_like(state.history), state.history)
         return RLState(None, history, u_prev, policy_state)
+
+    def restart(self, state: RLState, mask: np.ndarray, y: Tensor) -> tuple[np.ndarray, RLState]:
+        """Start a new episode in the rows where ``mask`` is True, with their first measurement
+        ``y`` (one row per restarted row); the other rows are unchanged.
+
+        The restarted rows end as :meth:`init` followed by :meth:`step` with ``y`` leaves a
+        batch of their own. In ``"estimate"`` mode this needs an estimator whose state is a
+        :class:`~kalmannet_ctrl.estimators.base.GaussianState` (the Kalman filters, EKF, UKF,
+        the learned-noise filter).
+
+        Shapes
+        ------
+        mask : (B,) bool; y : (m, n_y) for the m True rows -> observation (m, size)
+
+        Raises
+        ------
+        TypeError
+            For an estimator state other than a GaussianState.
+        """
+        mask = np.asarray(mask, dtype=bool)
+        rows = torch.as_tensor(np.flatnonzero(mask))
+        obs, fresh = self.step(self.init(len(rows)), y)
+        policy_state = state.policy_state
+        if policy_state is not None:  # the LSTM restarts from its zero state, as in reset
+            policy_state = tuple(np.where(mask[None, :, None], 0.0, h) for h in policy_state)
+        if len(rows) == state.u_prev.shape[0]:  # every row restarts
+            return obs, fresh._replace(policy_state=policy_state)
+        u_prev = state.u_prev.clone()
+        u_prev[rows] = fresh.u_prev
+        if self.estimator is None:
+            assert state.history is not None and fresh.history is not None
+            history = state.history.clone()
+            history[rows] = fresh.history
+            return obs, RLState(None, history, u_prev, policy_state)
+        merged = _replace_gaussian_rows(state.estimator_state, rows, fresh.estimator_state)
+        return obs, RLState(merged, None, u_prev, policy_state)
 
     def step(self, state: RLState, y: Tensor) -> tuple[np.ndarray, RLState]:
         """Take in y_t (with u_{t−1} = ``state.u_prev``) and return the policy's observation.

@@ -42,8 +42,11 @@ from .wrappers import EstimateObservation, MeasurementHistory, declared_angles
 
 __all__ = ["train_rl"]
 
-#: The fields of a :class:`_Plan` its record repeats: algorithm, env, seed, copies.
-_RECORDED: tuple[str, ...] = ("algo", "env_id", "seed", "n_envs")
+#: The fields of a :class:`_Plan` its record repeats: algorithm, env, seed, copies, VecEnv.
+_RECORDED: tuple[str, ...] = ("algo", "env_id", "seed", "n_envs", "vec_env")
+
+#: How the training copies are stepped (``train_rl``'s ``vec_env``).
+_VEC_ENVS: tuple[str, ...] = ("dummy", "native")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class _Plan:
     eval_episodes: int
     checkpoint_every: int | None
     root: Path | None
+    vec_env: str = "dummy"
 
     @property
     def checkpoint_folder(self) -> Path | None:
@@ -125,6 +129,7 @@ def _plan(
     checkpoint_every: Any,
     resume: bool,
     seed: int,
+    vec_env: Any = None,
 ) -> _Plan:
     """The arguments of :func:`train_rl` checked and merged with the hyperparameter table."""
     algo = check_algo(algo)
@@ -155,6 +160,11 @@ def _plan(
         )
     if checkpoint_every is not None:
         checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    if vec_env is None:
+        vec_env = meta.get("vec_env", "dummy")
+    if vec_env not in _VEC_ENVS:
+        raise ParameterError(f"vec_env: expected one of {list(_VEC_ENVS)}, found {vec_env!r}")
+    meta["vec_env"] = vec_env
     return _Plan(
         env_id,
         algo,
@@ -169,6 +179,7 @@ def _plan(
         eval_episodes,
         checkpoint_every,
         None if log_dir is None else Path(log_dir),
+        vec_env,
     )
 
 
@@ -213,17 +224,38 @@ def _env_spec(
 
 
 def _training_envs(spec: _EnvSpec, plan: _Plan, checkpoints: Checkpoints) -> Any:
-    """``n_envs`` Monitor-wrapped copies in a DummyVecEnv (seeds seed, seed + 1, …), in
+    """``n_envs`` Monitor-wrapped copies in a DummyVecEnv (seeds seed, seed + 1, …), or a
+    VecMonitor-wrapped :class:`~kalmannet_ctrl.rl.NativeVecEnv` (seeded ``seed``), in
     VecNormalize when the table says ``normalize`` (its statistics resumed from a checkpoint)."""
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import VecNormalize
+    from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
-    venv = make_vec_env(
-        spec.make,
-        n_envs=plan.n_envs,
-        seed=plan.seed,
-        monitor_dir=None if plan.root is None else str(plan.root / "monitor"),
-    )
+    monitor = None if plan.root is None else plan.root / "monitor"
+    if plan.vec_env == "native":
+        from .vec_env import NativeVecEnv
+
+        venv = NativeVecEnv(
+            spec.env_id,
+            plan.n_envs,
+            observation=spec.observation,
+            estimator=spec.estimator,
+            history=spec.history,
+            include_actions=spec.include_actions,
+            include_covariance=spec.include_covariance,
+            angles=spec.angles,
+            env_kwargs=spec.env_kwargs,
+        )
+        venv.seed(plan.seed)
+        if monitor is not None:
+            monitor.mkdir(parents=True, exist_ok=True)
+        venv = VecMonitor(venv, filename=None if monitor is None else str(monitor / "native"))
+    else:
+        venv = make_vec_env(
+            spec.make,
+            n_envs=plan.n_envs,
+            seed=plan.seed,
+            monitor_dir=None if monitor is None else str(monitor),
+        )
     normalize = plan.meta.get("normalize", False)
     if not normalize:
         return venv
@@ -426,6 +458,7 @@ def train_rl(
     eval_episodes: int | None = None,
     curve_every: int | None = None,
     curve_episodes: int = 20,
+    vec_env: str | None = None,
     device: str = "cpu",
     verbose: int = 0,
 ) -> tuple[RLController, dict[str, Any]]:
@@ -522,6 +555,13 @@ def train_rl(
         their env steps are not counted in ``env_steps``.
     curve_episodes : int, default 20
         Episodes per learning-curve point.
+    vec_env : {"dummy", "native"}, optional
+        How the training copies are stepped (default: the table's ``vec_env``, else
+        ``"dummy"``): ``"dummy"``, SB3's ``make_vec_env`` of the wrapped env (copy ``i``
+        seeded ``seed + i``); ``"native"``, :class:`~kalmannet_ctrl.rl.NativeVecEnv` (the
+        native vector env and one batched policy input; one seed for all copies, episode
+        statistics from SB3's ``VecMonitor``), the same with one copy and faster with many. It
+        needs an env with a native vector env and, in ``"estimate"`` mode, a Gaussian filter.
     device : str, default "cpu"
     verbose : int, default 0
         SB3's verbosity.
@@ -571,6 +611,7 @@ def train_rl(
         checkpoint_every=checkpoint_every,
         resume=resume,
         seed=seed,
+        vec_env=vec_env,
     )
     spec, nominal = _env_spec(
         plan,

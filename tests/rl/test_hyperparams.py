@@ -29,6 +29,7 @@ def test_hyperparams_table_holds_valid_sb3_arguments() -> None:
         "estimator_process_cov_scale",
         "eval_every",
         "eval_episodes",
+        "vec_env",
     }
     assert set(META_KEYS) == meta
     from sb3_contrib import RecurrentPPO
