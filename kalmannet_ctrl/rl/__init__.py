@@ -40,7 +40,12 @@ from .observations import (
 )
 from .persistence import load_rl
 from .train import train_rl
-from .wrappers import EstimateObservation, MeasurementHistory, declared_angles
+from .wrappers import (
+    EstimateObservation,
+    MeasurementHistory,
+    TrueStateObservation,
+    declared_angles,
+)
 
 __all__ = [
     "ALGOS",
@@ -54,6 +59,7 @@ __all__ = [
     "PolicyObservation",
     "RLController",
     "RLState",
+    "TrueStateObservation",
     "angle_features",
     "declared_angles",
     "default_estimator",

@@ -6,7 +6,10 @@ into the observation a model-free RL policy is trained on:
 
 - :class:`EstimateObservation`: the estimate x̂_{t|t} of an estimator (Kalman filter, EKF,
   KalmanNet, ...) run on the measurements and the applied actions;
-- :class:`MeasurementHistory`: the last k measurements (and optionally actions), stacked.
+- :class:`MeasurementHistory`: the last k measurements (and optionally actions), stacked;
+- :class:`TrueStateObservation`: the true state itself, a privileged observation for the first
+  rung of a sanity check (can the algorithm learn the task at all?), not a deployable policy
+  input.
 
 Angle components (those a :class:`~kalmannet_ctrl.envs.PartiallyKnownEnv` declares in
 ``angle_states`` / ``angle_measurements``, e.g. the pendulum's θ; none for other envs) are shown
@@ -32,9 +35,9 @@ from kalmannet_ctrl.envs import PartiallyKnownEnv
 
 from .._validation import check_positive_int
 from ..estimators.base import Estimator
-from .observations import PolicyObservation, RLState, default_estimator
+from .observations import PolicyObservation, RLState, angle_features, default_estimator
 
-__all__ = ["EstimateObservation", "MeasurementHistory", "declared_angles"]
+__all__ = ["EstimateObservation", "MeasurementHistory", "TrueStateObservation", "declared_angles"]
 
 
 def declared_angles(env: Any, observation: str) -> tuple[int, ...]:
@@ -273,3 +276,58 @@ class MeasurementHistory(_PolicyInputWrapper, gym.utils.RecordConstructorArgs):
     def length(self) -> int:
         """k, the number of measurements stacked."""
         return self.policy_input.history
+
+
+class TrueStateObservation(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray]):
+    """Observe the true state x_t (``info["state"]``), angle components as (cos, sin).
+
+    The first rung of an RL sanity check: with the state in full (and the mismatch set to none)
+    the task is a fully observed MDP, so an algorithm that fails here fails for reasons of its
+    own (hyperparameters, rewards, scaling), not of the partial observation. A policy trained on
+    it needs the true state, which a deployed controller does not have: evaluate it on the
+    wrapped env (it is not an :class:`~kalmannet_ctrl.rl.RLController`).
+
+    Parameters
+    ----------
+    env : gymnasium.Env
+        An environment whose ``info`` holds the true state (every
+        :class:`~kalmannet_ctrl.envs.PartiallyKnownEnv`).
+    angles : sequence of int, optional
+        Components of x shown as (cos, sin). Default: ``env.unwrapped.angle_states``.
+
+    Shapes
+    ------
+    observation : (n_x + len(angles),), float32
+
+    Raises
+    ------
+    TypeError
+        If the env's reset gives no ``info["state"]``.
+    """
+
+    def __init__(self, env: gym.Env, angles: Iterable[int] | None = None) -> None:
+        super().__init__(env)
+        self.angles = tuple(sorted(declared_angles(env, "estimate") if angles is None else angles))
+        _, info = env.reset()
+        if "state" not in info:
+            raise TypeError("env: its info holds no 'state' (the true state) to observe")
+        size = int(np.size(info["state"])) + len(self.angles)
+        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float32)
+
+    def _observe(self, info: dict[str, Any]) -> np.ndarray:
+        x = torch.as_tensor(np.asarray(info["state"], dtype=np.float64).reshape(1, -1))
+        return angle_features(x, self.angles)[0].numpy().astype(np.float32)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        y, info = self.env.reset(seed=seed, options=options)
+        info = dict(info)
+        info["measurement"] = np.asarray(y).copy()
+        return self._observe(info), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        y, reward, terminated, truncated, info = self.env.step(action)
+        info = dict(info)
+        info["measurement"] = np.asarray(y).copy()
+        return self._observe(info), reward, terminated, truncated, info

@@ -325,3 +325,21 @@ def test_errors() -> None:
     env = EstimateObservation(gym.make(LINEAR))
     with pytest.raises(RuntimeError, match=r"call reset\(\) before step\(\)"):
         env.step(np.zeros(1, dtype=np.float32))
+
+
+def test_true_state_observation_is_the_state_with_angle_features() -> None:
+    from kalmannet_ctrl.rl import TrueStateObservation
+
+    env = TrueStateObservation(gym.make(CARTPOLE))
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.shape == (4,) and obs.dtype == np.float32
+    np.testing.assert_allclose(obs, info["state"], rtol=1e-6)
+    obs, _, _, _, info = env.step(np.array([1.0], dtype=np.float32))
+    np.testing.assert_allclose(obs, info["state"], rtol=1e-6)
+    assert info["measurement"].shape == (2,)  # the raw measurement passes through
+    pend = TrueStateObservation(gym.make(PENDULUM))  # θ declared an angle: (cos θ, sin θ, θ̇)
+    obs, info = pend.reset(seed=1)
+    theta, omega = info["state"]
+    np.testing.assert_allclose(obs, [np.cos(theta), np.sin(theta), omega], rtol=1e-6)
+    with pytest.raises(TypeError, match="holds no 'state'"):
+        TrueStateObservation(gym.make("Pendulum-v1"))  # Gymnasium's own: no info["state"]
