@@ -69,6 +69,31 @@ def _check_normalization(obs_normalization: Any, size: int) -> dict[str, Any] | 
     return out
 
 
+def _check_action_bounds(
+    bounds: Any, low: np.ndarray, high: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The physical (low, high) of a policy whose action space (low, high) is [−1, 1]."""
+    if not (np.all(low == -1.0) and np.all(high == 1.0)):
+        raise ParameterError(
+            "action_bounds: a rescaled policy acts in [-1, 1], found an action space "
+            f"[{low.tolist()}, {high.tolist()}]"
+        )
+    try:
+        b_low, b_high = (np.asarray(b, dtype=np.float64).reshape(-1) for b in bounds)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"action_bounds: expected (low, high) arrays, found {bounds!r}") from exc
+    if b_low.shape != low.shape or b_high.shape != high.shape:
+        raise DimensionError(
+            f"action_bounds: expected (low, high) of shape {low.shape}, found "
+            f"{b_low.shape} and {b_high.shape}"
+        )
+    if not (np.all(np.isfinite(b_low)) and np.all(np.isfinite(b_high)) and np.all(b_low < b_high)):
+        raise ParameterError(
+            f"action_bounds: expected finite low < high, found {b_low.tolist()}, {b_high.tolist()}"
+        )
+    return b_low, b_high
+
+
 def _check_algorithm(sb3: Any, model: Any) -> tuple[int, int]:
     """(observation size, n_u) of a trained SB3 algorithm with flat Box spaces; TypeError else."""
     from gymnasium import spaces
@@ -154,6 +179,11 @@ class RLController(BaseController):
     obs_normalization : mapping, optional
         VecNormalize statistics ``{"mean", "var", "epsilon", "clip_obs"}`` (mean and var of
         shape (size,)): the observation becomes clip((o − mean)/sqrt(var + epsilon), ±clip_obs).
+    action_bounds : (low, high), optional
+        For a policy trained on actions rescaled to [−1, 1] (``train_rl(...,
+        rescale_actions=True)``, Gymnasium's ``RescaleAction``): the physical bounds its action
+        a is mapped back to, u = low + (a + 1)(high − low)/2 (the policy's action space must be
+        [−1, 1]). None: the policy acts in the env's units. Saved with the controller.
     metadata : mapping, optional
         JSON-able notes saved with the controller (e.g. env id, training record).
 
@@ -171,7 +201,10 @@ class RLController(BaseController):
     process_cov_scale : float
     action_low, action_high : np.ndarray, (n_u,)
     input_bounds : tuple of Tensor (n_u,)
-        The policy's action space, float64.
+        The bounds of the actions applied, float64: the policy's action space, or
+        ``action_bounds`` for a rescaled policy.
+    rescaled : bool
+        Whether the policy's actions in [−1, 1] are mapped to ``action_bounds``.
 
     Shapes
     ------
@@ -205,6 +238,7 @@ class RLController(BaseController):
         nominal_model: SystemModel | None = None,
         process_cov_scale: float = 1.0,
         obs_normalization: Mapping[str, Any] | None = None,
+        action_bounds: tuple[Any, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         size, n_u = _check_algorithm(require_sb3(), model)
@@ -251,6 +285,11 @@ class RLController(BaseController):
         self.estimator = estimator
         self.action_low = np.asarray(model.action_space.low, dtype=np.float64)
         self.action_high = np.asarray(model.action_space.high, dtype=np.float64)
+        self.rescaled = action_bounds is not None
+        if action_bounds is not None:
+            self.action_low, self.action_high = _check_action_bounds(
+                action_bounds, self.action_low, self.action_high
+            )
         self.input_bounds = (torch.as_tensor(self.action_low), torch.as_tensor(self.action_high))
         self.obs_normalization = _check_normalization(obs_normalization, size)
         self.metadata: dict[str, Any] = dict(metadata or {})
@@ -307,7 +346,12 @@ class RLController(BaseController):
             state = state._replace(policy_state=tuple(np.asarray(h) for h in policy_state))
         else:
             action, _ = self.model.predict(obs, deterministic=deterministic)
-        u = self.clip(torch.as_tensor(np.asarray(action, dtype=np.float64).reshape(-1, self.n_u)))
+        a = np.asarray(action, dtype=np.float64).reshape(-1, self.n_u)
+        if self.rescaled:  # Gymnasium's RescaleAction map from [-1, 1] to the bounds
+            a = self.action_low + (np.clip(a, -1.0, 1.0) + 1.0) * (
+                0.5 * (self.action_high - self.action_low)
+            )
+        u = self.clip(torch.as_tensor(a))
         return u, state._replace(u_prev=u)
 
     def _normalize(self, obs: np.ndarray) -> np.ndarray:

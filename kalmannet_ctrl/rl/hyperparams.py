@@ -43,12 +43,14 @@ META_KEYS: tuple[str, ...] = (
     "eval_every",
     "eval_episodes",
     "vec_env",
+    "rescale_actions",
 )
 
 
 def _read_tables() -> dict[tuple[str, str], dict[str, Any]]:
     """Every ``hyperparams/<algo>.yml`` as {(env name, algo): entry}."""
     import yaml  # a dependency of the package
+
     table: dict[tuple[str, str], dict[str, Any]] = {}
     folder = files(__package__).joinpath("hyperparams")
     for algo in ALGOS:

@@ -81,6 +81,9 @@ def sidecar(ctrl: RLController) -> dict[str, Any]:
             "epsilon": norm["epsilon"],
             "clip_obs": norm["clip_obs"],
         },
+        "action_bounds": [ctrl.action_low.tolist(), ctrl.action_high.tolist()]
+        if ctrl.rescaled
+        else None,
         "metadata": ctrl.metadata,
     }
 
@@ -147,6 +150,19 @@ def _fill_defaults(config: dict[str, Any], path: Path) -> None:
         raise CheckpointError(f"path: {path} has an invalid 'angles' entry (expected ints)")
     config.setdefault("estimator", None)
     config.setdefault("obs_normalization", None)
+    bounds = config.setdefault("action_bounds", None)  # older sidecars: actions not rescaled
+    if bounds is not None and not (
+        isinstance(bounds, list)
+        and len(bounds) == 2
+        and all(
+            isinstance(b, list)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b)
+            for b in bounds
+        )
+    ):
+        raise CheckpointError(
+            f"path: {path} has an invalid 'action_bounds' (expected [low, high] lists of numbers)"
+        )
     scale = config.setdefault("estimator_process_cov_scale", 1.0)  # older sidecars: none
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
         raise CheckpointError(
@@ -268,6 +284,7 @@ def load(
             nominal_model=nominal,
             process_cov_scale=config["estimator_process_cov_scale"],
             obs_normalization=config["obs_normalization"],
+            action_bounds=config["action_bounds"],
             metadata=config["metadata"],
         )
     except (DimensionError, ParameterError) as exc:

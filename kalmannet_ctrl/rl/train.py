@@ -71,6 +71,7 @@ class _Plan:
     checkpoint_every: int | None
     root: Path | None
     vec_env: str = "dummy"
+    rescale_actions: bool = False
 
     @property
     def checkpoint_folder(self) -> Path | None:
@@ -101,17 +102,26 @@ class _EnvSpec:
     include_actions: bool
     include_covariance: bool
     angles: tuple[int, ...]
+    rescale_actions: bool = False
+    #: The env's action bounds (low, high), which a rescaled policy's [-1, 1] maps to.
+    action_bounds: tuple[np.ndarray, np.ndarray] | None = None
 
     def make(self) -> gym.Env:
-        """A new wrapped copy (``make_vec_env`` seeds it)."""
+        """A new wrapped copy (``make_vec_env`` seeds it): the policy input, then (outermost)
+        Gymnasium's ``RescaleAction`` to [−1, 1] when ``rescale_actions``."""
         env = gym.make(self.env_id, **self.env_kwargs)
+        wrapped: gym.Env
         if self.observation == "estimate":
-            return EstimateObservation(
+            wrapped = EstimateObservation(
                 env, self.estimator, include_covariance=self.include_covariance, angles=self.angles
             )
-        return MeasurementHistory(
-            env, self.history, include_actions=self.include_actions, angles=self.angles
-        )
+        else:
+            wrapped = MeasurementHistory(
+                env, self.history, include_actions=self.include_actions, angles=self.angles
+            )
+        if self.rescale_actions:
+            wrapped = gym.wrappers.RescaleAction(wrapped, np.float32(-1.0), np.float32(1.0))
+        return wrapped
 
 
 def _plan(
@@ -130,6 +140,7 @@ def _plan(
     resume: bool,
     seed: int,
     vec_env: Any = None,
+    rescale_actions: Any = None,
 ) -> _Plan:
     """The arguments of :func:`train_rl` checked and merged with the hyperparameter table."""
     algo = check_algo(algo)
@@ -165,6 +176,11 @@ def _plan(
     if vec_env not in _VEC_ENVS:
         raise ParameterError(f"vec_env: expected one of {list(_VEC_ENVS)}, found {vec_env!r}")
     meta["vec_env"] = vec_env
+    if rescale_actions is None:
+        rescale_actions = meta.get("rescale_actions", False)
+    if not isinstance(rescale_actions, bool):
+        raise ParameterError(f"rescale_actions: expected a bool, found {rescale_actions!r}")
+    meta["rescale_actions"] = rescale_actions
     return _Plan(
         env_id,
         algo,
@@ -180,6 +196,7 @@ def _plan(
         checkpoint_every,
         None if log_dir is None else Path(log_dir),
         vec_env,
+        rescale_actions,
     )
 
 
@@ -202,6 +219,16 @@ def _env_spec(
     known = isinstance(probe.unwrapped, PartiallyKnownEnv)
     nominal = probe.unwrapped.nominal_model if known else None
     angles = tuple(declared_angles(probe, observation) if angles is None else angles)
+    space = probe.action_space
+    bounds = None
+    if plan.rescale_actions:
+        if not isinstance(space, gym.spaces.Box) or not np.all(np.isfinite(space.low)):
+            probe.close()
+            raise ParameterError(
+                f"rescale_actions: {env_id} has no bounded Box action space to rescale, "
+                f"found {space!r}"
+            )
+        bounds = (np.asarray(space.low, np.float64), np.asarray(space.high, np.float64))
     probe.close()
     if observation == "estimate" and estimator is None:
         if nominal is None:
@@ -219,6 +246,8 @@ def _env_spec(
         include_actions,
         include_covariance,
         angles,
+        plan.rescale_actions,
+        bounds,
     )
     return spec, nominal
 
@@ -244,6 +273,7 @@ def _training_envs(spec: _EnvSpec, plan: _Plan, checkpoints: Checkpoints) -> Any
             include_covariance=spec.include_covariance,
             angles=spec.angles,
             env_kwargs=spec.env_kwargs,
+            rescale_actions=spec.rescale_actions,
         )
         venv.seed(plan.seed)
         if monitor is not None:
@@ -425,6 +455,7 @@ def _controller(
         nominal_model=nominal if estimator is None else None,
         process_cov_scale=plan.process_cov_scale,
         obs_normalization=obs_normalization,
+        action_bounds=spec.action_bounds,
         metadata={
             **plan.record(),
             "env_kwargs": _jsonable(spec.env_kwargs),
@@ -459,6 +490,7 @@ def train_rl(
     curve_every: int | None = None,
     curve_episodes: int = 20,
     vec_env: str | None = None,
+    rescale_actions: bool | None = None,
     device: str = "cpu",
     verbose: int = 0,
 ) -> tuple[RLController, dict[str, Any]]:
@@ -562,6 +594,12 @@ def train_rl(
         native vector env and one batched policy input; one seed for all copies, episode
         statistics from SB3's ``VecMonitor``), the same with one copy and faster with many. It
         needs an env with a native vector env and, in ``"estimate"`` mode, a Gaussian filter.
+    rescale_actions : bool, optional
+        Train the policy on actions in [−1, 1] (Gymnasium's ``RescaleAction`` around the policy
+        input, as Stable-Baselines3 recommends), the physical bounds kept in the env and in the
+        returned controller, which maps its actions back (``RLController(action_bounds=...)``).
+        Default: the table's ``rescale_actions``, else False (the policy acts in the env's
+        units). Needs a bounded Box action space.
     device : str, default "cpu"
     verbose : int, default 0
         SB3's verbosity.
@@ -612,6 +650,7 @@ def train_rl(
         resume=resume,
         seed=seed,
         vec_env=vec_env,
+        rescale_actions=rescale_actions,
     )
     spec, nominal = _env_spec(
         plan,

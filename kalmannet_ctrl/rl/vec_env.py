@@ -65,6 +65,9 @@ class NativeVecEnv(_vec_env_base()):  # type: ignore[misc]
         Default: the env's declaration (:func:`~kalmannet_ctrl.rl.declared_angles`).
     process_cov_scale : float, default 1
         Of the default estimator.
+    rescale_actions : bool, default False
+        Take actions in [−1, 1], mapped to the env's bounds as Gymnasium's ``RescaleAction``
+        maps them.
     env_kwargs : mapping, optional
         Passed to ``gym.make_vec`` (e.g. ``{"mismatch": {...}}``).
 
@@ -99,6 +102,7 @@ class NativeVecEnv(_vec_env_base()):  # type: ignore[misc]
         include_covariance: bool = False,
         angles: Iterable[int] | None = None,
         process_cov_scale: float = 1.0,
+        rescale_actions: bool = False,
         env_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         n_envs = check_positive_int(n_envs, "n_envs")
@@ -153,6 +157,9 @@ class NativeVecEnv(_vec_env_base()):  # type: ignore[misc]
         assert isinstance(action_space, spaces.Box)
         self._low = np.asarray(action_space.low, dtype=np.float64)
         self._high = np.asarray(action_space.high, dtype=np.float64)
+        self.rescale_actions = bool(rescale_actions)
+        if self.rescale_actions:
+            action_space = spaces.Box(-1.0, 1.0, shape=action_space.shape, dtype=np.float32)
         size = self.policy_input.size
         obs_space = spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float32)
         super().__init__(n_envs, obs_space, action_space)
@@ -181,7 +188,10 @@ class NativeVecEnv(_vec_env_base()):  # type: ignore[misc]
             raise RuntimeError("step: call reset() before step()")
         B, n_u = self.num_envs, self.policy_input.n_u
         # the env clips the action to its bounds: the clipped one is what the plant received
-        u = np.clip(self._actions.reshape(B, n_u).astype(np.float64), self._low, self._high)
+        a = self._actions.reshape(B, n_u).astype(np.float64)
+        if self.rescale_actions:  # RescaleAction's affine map from [-1, 1] to the bounds
+            a = self._low + (np.clip(a, -1.0, 1.0) + 1.0) * (0.5 * (self._high - self._low))
+        u = np.clip(a, self._low, self._high)
         self._actions = None
         y, reward, terminated, truncated, info = self.venv.step(u.astype(np.float32))
         ended = np.asarray(terminated) | np.asarray(truncated)

@@ -30,6 +30,7 @@ def test_hyperparams_table_holds_valid_sb3_arguments() -> None:
         "eval_every",
         "eval_episodes",
         "vec_env",
+        "rescale_actions",
     }
     assert set(META_KEYS) == meta
     from sb3_contrib import RecurrentPPO
