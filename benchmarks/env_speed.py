@@ -40,6 +40,19 @@ from tqdm import tqdm
 from kalmannet_ctrl.envs import ENV_IDS
 
 
+def best_seconds(step, actions: list, repeats: int) -> float:
+    """The fastest of ``repeats`` runs of ``step(a)`` over ``actions``, after 10 warm-up steps."""
+    for a in actions[:10]:
+        step(a)
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for a in actions:
+            step(a)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def env_steps_per_second(
     envs: gym.vector.VectorEnv, steps: int, repeats: int, seed: int = 0
 ) -> float:
@@ -47,14 +60,7 @@ def env_steps_per_second(
     envs.action_space.seed(seed)
     actions = [envs.action_space.sample() for _ in range(steps)]
     envs.reset(seed=seed)
-    for a in actions[:10]:  # warm-up
-        envs.step(a)
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for a in actions:
-            envs.step(a)
-        best = min(best, time.perf_counter() - t0)
+    best = best_seconds(envs.step, actions, repeats)
     envs.close()
     return envs.num_envs * steps / best
 
@@ -67,14 +73,7 @@ def sb3_steps_per_second(venv, steps: int, repeats: int, seed: int = 0) -> float
     actions = [(rng.uniform(-0.5, 0.5, shape) * high).astype(np.float32) for _ in range(steps)]
     venv.seed(seed)
     venv.reset()
-    for a in actions[:10]:  # warm-up
-        venv.step(a)
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for a in actions:
-            venv.step(a)
-        best = min(best, time.perf_counter() - t0)
+    best = best_seconds(venv.step, actions, repeats)
     venv.close()
     return venv.num_envs * steps / best
 
