@@ -383,6 +383,7 @@ def plot_learning_curves(
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     fig, (ax_s, ax_c) = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
     for label, rows in curves.items():
@@ -396,6 +397,7 @@ def plot_learning_curves(
     ax_c.set(xlabel="env steps", ylabel="cost per step (± 95 % CI)", yscale="log")
     for ax in (ax_s, ax_c):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 100k, not 100000
     ax_c.legend(fontsize="small")
     if title:
         fig.suptitle(title)
