@@ -40,6 +40,7 @@ from _common import machine, make_parser, parse
 import kalmannet_ctrl.envs  # noqa: F401  (registers the environments)
 from kalmannet_ctrl.controllers import LQG, MPC, ConvexPolicy, Unfolded, design_model
 from kalmannet_ctrl.estimators import KalmanFilter
+from kalmannet_ctrl.metrics import ci95
 from kalmannet_ctrl.models import LinearGaussianModel, QuadraticCost
 from kalmannet_ctrl.training import env_rollouts, tune_policy
 from kalmannet_ctrl.training.lqg_pipeline import _fit_simulator
@@ -78,10 +79,6 @@ def cocp_costs(model: LinearGaussianModel, act: Any, episodes: int, seed: int) -
             x = x @ model.A.mT + u @ model.B.mT
             x = x + 0.5 * torch.randn(episodes, n, generator=gen, dtype=torch.float64)
     return (total / 100).numpy()
-
-
-def ci95(values: np.ndarray) -> float:
-    return float(1.96 * values.std(ddof=1) / np.sqrt(values.size))
 
 
 def table_cocp(args: Any) -> None:

@@ -25,7 +25,6 @@ Usage::
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -36,6 +35,7 @@ from tqdm import tqdm
 
 import kalmannet_ctrl.envs  # noqa: F401  (registers the environments)
 from kalmannet_ctrl.controllers import LQG, LQR, design_model
+from kalmannet_ctrl.metrics import ci95
 from kalmannet_ctrl.rl import TrueStateObservation, hyperparams_for, train_rl
 from kalmannet_ctrl.rl.hyperparams import META_KEYS
 from kalmannet_ctrl.training.rollout import run_episodes
@@ -58,7 +58,7 @@ def summary(cost: np.ndarray, success: np.ndarray) -> tuple[float, float, float]
     """Mean cost per step, its 95 % CI half-width, success rate."""
     return (
         float(cost.mean()),
-        float(1.96 * cost.std(ddof=1) / math.sqrt(len(cost))),
+        ci95(cost),
         float(np.mean(success)),
     )
 

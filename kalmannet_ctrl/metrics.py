@@ -8,7 +8,7 @@ from typing import Any
 from ._validation import as_tensor
 from .errors import DimensionError
 
-__all__ = ["mse", "mse_db"]
+__all__ = ["ci95", "mse", "mse_db"]
 
 
 def mse(estimate: Any, truth: Any) -> float:
@@ -33,3 +33,12 @@ def mse_db(estimate: Any, truth: Any) -> float:
     """:func:`mse` in decibels, 10·log10(MSE); -inf for a perfect estimate."""
     value = mse(estimate, truth)
     return 10.0 * math.log10(value) if value > 0 else -math.inf
+
+
+def ci95(values: Any) -> float:
+    """Half-width of the normal 95 % confidence interval of the mean of ``values`` (1.96
+    standard errors); NaN for fewer than two values."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    return float(1.96 * v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan

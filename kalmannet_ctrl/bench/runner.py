@@ -21,6 +21,7 @@ from .. import __version__
 from .._io import atomic_write_text
 from .._progress import bar
 from .._validation import check_positive_int
+from ..metrics import ci95
 from ..training.rollout import Rollout, run_episodes
 from .cache import ArtifactCache, stable_hash
 from .methods import BuildContext, Method
@@ -99,7 +100,7 @@ def run_cell(task: CellTask) -> CellResult | None:
         steps=T,
         seed=task.seed,
         cost=float(per_episode.mean()),
-        cost_ci95=float(1.96 * per_episode.std(ddof=1) / math.sqrt(B)) if B > 1 else math.nan,
+        cost_ci95=ci95(per_episode),
         success_rate=float(np.mean(success)),
         mse_db=mse_db,
         build_s=build_s,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import math
 import re
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 from .._io import atomic_write_text
+from ..metrics import ci95
 
 __all__ = [
     "CURVE_COLUMNS",
@@ -311,14 +311,13 @@ class LearningCurve:
         finally:
             envs.close()
         cost = roll.cost_per_step(self.steps)
-        E = len(cost)
         self.rows.append(
             {
                 "env_steps": env_steps,
                 "train_s": train_s,
                 "success": float(np.mean(roll.succeeded(self.judge))),
                 "cost": float(cost.mean()),
-                "cost_ci95": float(1.96 * cost.std(ddof=1) / math.sqrt(E)) if E > 1 else math.nan,
+                "cost_ci95": ci95(cost),
                 "episode_length": float(roll.lengths.mean()),
             }
         )

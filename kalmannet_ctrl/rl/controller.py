@@ -37,6 +37,7 @@ from .observations import (
     check_mode,
     default_estimator,
     estimator_n_y,
+    from_unit_actions,
 )
 
 __all__ = ["RLController"]
@@ -348,9 +349,7 @@ class RLController(BaseController):
             action, _ = self.model.predict(obs, deterministic=deterministic)
         a = np.asarray(action, dtype=np.float64).reshape(-1, self.n_u)
         if self.rescaled:  # Gymnasium's RescaleAction map from [-1, 1] to the bounds
-            a = self.action_low + (np.clip(a, -1.0, 1.0) + 1.0) * (
-                0.5 * (self.action_high - self.action_low)
-            )
+            a = from_unit_actions(a, self.action_low, self.action_high)
         u = self.clip(torch.as_tensor(a))
         return u, state._replace(u_prev=u)
 

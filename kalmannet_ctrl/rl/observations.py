@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .._validation import check_positive_float, check_positive_int
 from ..errors import DimensionError, ParameterError
-from ..estimators.base import Estimator
+from ..estimators.base import Estimator, GaussianState
 from ..estimators.default import default_filter
 from ..models.base import SystemModel
 
@@ -33,6 +33,7 @@ __all__ = [
     "check_mode",
     "default_estimator",
     "estimator_n_y",
+    "from_unit_actions",
 ]
 
 #: The observation modes of a policy: ``"measurement"`` (the last ``history`` measurements,
@@ -140,6 +141,12 @@ def angle_features(values: Tensor, angles: tuple[int, ...]) -> Tensor:
     return torch.cat(cols, -1)
 
 
+def from_unit_actions(a: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Actions of a policy that acts in [−1, 1] (clipped there) mapped to [low, high], the
+    affine map of Gymnasium's ``RescaleAction``: low + (a + 1)(high − low)/2."""
+    return low + (np.clip(a, -1.0, 1.0) + 1.0) * (0.5 * (high - low))
+
+
 def estimator_n_y(estimator: Any) -> int | None:
     """The measurement size of an estimator (its ``n_y`` or its model's), None if it tells none;
     the Estimator protocol declares only ``n_x``."""
@@ -187,8 +194,6 @@ def _check_policy_estimator(
 def _replace_gaussian_rows(state: Any, rows: Tensor, new: Any) -> Any:
     """``state`` with the batch rows ``rows`` taken from ``new`` (a state of those rows alone);
     both GaussianStates (a covariance shared by the batch is expanded where rows differ)."""
-    from ..estimators.base import GaussianState
-
     if not (isinstance(state, GaussianState) and isinstance(new, GaussianState)):
         raise TypeError(
             "estimator: restarting some rows of a batch needs a Gaussian filter's state "

@@ -24,7 +24,13 @@ from kalmannet_ctrl.envs import PartiallyKnownVectorEnv
 from .._validation import check_positive_int
 from ..estimators.base import Estimator
 from ._deps import require_sb3
-from .observations import PolicyObservation, RLState, check_mode, default_estimator
+from .observations import (
+    PolicyObservation,
+    RLState,
+    check_mode,
+    default_estimator,
+    from_unit_actions,
+)
 from .wrappers import declared_angles
 
 __all__ = ["NativeVecEnv"]
@@ -190,7 +196,7 @@ class NativeVecEnv(_vec_env_base()):  # type: ignore[misc]
         # the env clips the action to its bounds: the clipped one is what the plant received
         a = self._actions.reshape(B, n_u).astype(np.float64)
         if self.rescale_actions:  # RescaleAction's affine map from [-1, 1] to the bounds
-            a = self._low + (np.clip(a, -1.0, 1.0) + 1.0) * (0.5 * (self._high - self._low))
+            a = from_unit_actions(a, self._low, self._high)
         u = np.clip(a, self._low, self._high)
         self._actions = None
         y, reward, terminated, truncated, info = self.venv.step(u.astype(np.float32))
