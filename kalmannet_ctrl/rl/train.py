@@ -21,8 +21,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from kalmannet_ctrl.envs import PartiallyKnownEnv
-
 from .._validation import check_positive_int
 from ..errors import CheckpointError, ParameterError
 from ..estimators.base import Estimator
@@ -37,8 +35,8 @@ from .callbacks import (
 )
 from .controller import RLController
 from .hyperparams import ALGO_CLASSES, META_KEYS, check_algo, hyperparams_for
-from .observations import check_mode, default_estimator
-from .wrappers import EstimateObservation, MeasurementHistory, declared_angles
+from .observations import check_mode
+from .training_envs import EnvSpec, env_spec, training_envs
 
 __all__ = ["train_rl"]
 
@@ -88,40 +86,6 @@ class _Plan:
         (JSON-able)."""
         recorded = {name: getattr(self, name) for name in _RECORDED}
         return {**recorded, "hyperparams": _jsonable({**self.ctor, **self.meta})}
-
-
-@dataclass(frozen=True)
-class _EnvSpec:
-    """One training copy: ``gym.make(env_id, **env_kwargs)`` in the wrapper of the policy input."""
-
-    env_id: str
-    env_kwargs: dict[str, Any]
-    observation: str
-    estimator: Estimator | None  # the policy's ("estimate" mode): the caller's or the default
-    history: int
-    include_actions: bool
-    include_covariance: bool
-    angles: tuple[int, ...]
-    rescale_actions: bool = False
-    #: The env's action bounds (low, high), which a rescaled policy's [-1, 1] maps to.
-    action_bounds: tuple[np.ndarray, np.ndarray] | None = None
-
-    def make(self) -> gym.Env:
-        """A new wrapped copy (``make_vec_env`` seeds it): the policy input, then (outermost)
-        Gymnasium's ``RescaleAction`` to [−1, 1] when ``rescale_actions``."""
-        env = gym.make(self.env_id, **self.env_kwargs)
-        wrapped: gym.Env
-        if self.observation == "estimate":
-            wrapped = EstimateObservation(
-                env, self.estimator, include_covariance=self.include_covariance, angles=self.angles
-            )
-        else:
-            wrapped = MeasurementHistory(
-                env, self.history, include_actions=self.include_actions, angles=self.angles
-            )
-        if self.rescale_actions:
-            wrapped = gym.wrappers.RescaleAction(wrapped, np.float32(-1.0), np.float32(1.0))
-        return wrapped
 
 
 def _plan(
@@ -200,103 +164,6 @@ def _plan(
     )
 
 
-def _env_spec(
-    plan: _Plan,
-    env_kwargs: Mapping[str, Any] | None,
-    estimator: Estimator | None,
-    *,
-    include_actions: bool,
-    include_covariance: bool,
-    angles: Iterable[int] | None,
-) -> tuple[_EnvSpec, SystemModel | None]:
-    """The training copies' spec and the env's nominal model (None for an env that is not a
-    :class:`~kalmannet_ctrl.envs.PartiallyKnownEnv`), from one probe copy of the env."""
-    env_id, observation, history = plan.env_id, plan.observation, plan.history
-    kwargs = dict(env_kwargs or {})
-    if observation == "estimate":
-        history, include_actions = 1, False
-    probe = gym.make(env_id, **kwargs)
-    known = isinstance(probe.unwrapped, PartiallyKnownEnv)
-    nominal = probe.unwrapped.nominal_model if known else None
-    angles = tuple(declared_angles(probe, observation) if angles is None else angles)
-    space = probe.action_space
-    bounds = None
-    if plan.rescale_actions:
-        if not isinstance(space, gym.spaces.Box) or not np.all(np.isfinite(space.low)):
-            probe.close()
-            raise ParameterError(
-                f"rescale_actions: {env_id} has no bounded Box action space to rescale, "
-                f"found {space!r}"
-            )
-        bounds = (np.asarray(space.low, np.float64), np.asarray(space.high, np.float64))
-    probe.close()
-    if observation == "estimate" and estimator is None:
-        if nominal is None:
-            raise TypeError(
-                f"estimator: {env_id} has no unwrapped.nominal_model to build the default "
-                "estimator on; pass an estimator"
-            )
-        estimator = default_estimator(nominal, plan.process_cov_scale)
-    spec = _EnvSpec(
-        env_id,
-        kwargs,
-        observation,
-        estimator,
-        history,
-        include_actions,
-        include_covariance,
-        angles,
-        plan.rescale_actions,
-        bounds,
-    )
-    return spec, nominal
-
-
-def _training_envs(spec: _EnvSpec, plan: _Plan, checkpoints: Checkpoints) -> Any:
-    """``n_envs`` Monitor-wrapped copies in a DummyVecEnv (seeds seed, seed + 1, …), or a
-    VecMonitor-wrapped :class:`~kalmannet_ctrl.rl.NativeVecEnv` (seeded ``seed``), in
-    VecNormalize when the table says ``normalize`` (its statistics resumed from a checkpoint)."""
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
-
-    monitor = None if plan.root is None else plan.root / "monitor"
-    if plan.vec_env == "native":
-        from .vec_env import NativeVecEnv
-
-        venv = NativeVecEnv(
-            spec.env_id,
-            plan.n_envs,
-            observation=spec.observation,
-            estimator=spec.estimator,
-            history=spec.history,
-            include_actions=spec.include_actions,
-            include_covariance=spec.include_covariance,
-            angles=spec.angles,
-            env_kwargs=spec.env_kwargs,
-            rescale_actions=spec.rescale_actions,
-        )
-        venv.seed(plan.seed)
-        if monitor is not None:
-            monitor.mkdir(parents=True, exist_ok=True)
-        venv = VecMonitor(venv, filename=None if monitor is None else str(monitor / "native"))
-    else:
-        venv = make_vec_env(
-            spec.make,
-            n_envs=plan.n_envs,
-            seed=plan.seed,
-            monitor_dir=None if monitor is None else str(monitor),
-        )
-    normalize = plan.meta.get("normalize", False)
-    if not normalize:
-        return venv
-    vecnorm_path = checkpoints.file("vecnormalize")
-    if vecnorm_path is not None:
-        return VecNormalize.load(str(vecnorm_path), venv)
-    norm_kwargs = dict(normalize) if isinstance(normalize, Mapping) else {}
-    norm_kwargs.setdefault("gamma", plan.ctor.get("gamma", 0.99))
-    return VecNormalize(venv, **norm_kwargs)
-
-
 def _algorithm(
     sb3: Any,
     plan: _Plan,
@@ -333,7 +200,7 @@ def _algorithm(
 def _callbacks(
     sb3: Any,
     plan: _Plan,
-    spec: _EnvSpec,
+    spec: EnvSpec,
     venv: Any,
     checkpoints: Checkpoints,
     *,
@@ -363,7 +230,7 @@ def _callbacks(
 
 
 def _learning_curve(
-    spec: _EnvSpec,
+    spec: EnvSpec,
     plan: _Plan,
     venv: Any,
     estimator: Estimator | None,
@@ -434,7 +301,7 @@ def _jsonable(value: Any) -> Any:
 
 def _controller(
     model: Any,
-    spec: _EnvSpec,
+    spec: EnvSpec,
     plan: _Plan,
     *,
     estimator: Estimator | None,
@@ -652,7 +519,7 @@ def train_rl(
         vec_env=vec_env,
         rescale_actions=rescale_actions,
     )
-    spec, nominal = _env_spec(
+    spec, nominal = env_spec(
         plan,
         env_kwargs,
         estimator,
@@ -665,7 +532,7 @@ def train_rl(
     curve_episodes = check_positive_int(curve_episodes, "curve_episodes")
     start = time.perf_counter()
     checkpoints = Checkpoints.find(plan.checkpoint_folder, resume)
-    venv = _training_envs(spec, plan, checkpoints)
+    venv = training_envs(spec, plan, checkpoints)
     best: BestPolicy | None = None
     curve: LearningCurve | None = None
     model = None
