@@ -20,10 +20,11 @@ from __future__ import annotations
 from gymnasium.envs.registration import register, registry
 
 from .cartpole import CartPoleEnv, CartPoleVectorEnv
-from .core import MismatchParameter, PartiallyKnownEnv, PartiallyKnownVectorEnv, Problem
+from .core import MismatchParameter, PartiallyKnownEnv, Problem
 from .linear_system import LinearSystemEnv, LinearSystemVectorEnv
 from .lorenz import LorenzEnv, LorenzVectorEnv
 from .pendulum import PendulumEnv, PendulumVectorEnv
+from .vector import PartiallyKnownVectorEnv
 
 __all__ = [
     "ENV_IDS",

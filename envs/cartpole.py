@@ -18,7 +18,8 @@ from kalmannet_ctrl.models import (
 )
 
 from ._render import CartPoleRenderer
-from .core import MismatchParameter, PartiallyKnownEnv, PartiallyKnownVectorEnv, Problem, check_cost
+from .core import MismatchParameter, PartiallyKnownEnv, Problem, check_cost
+from .vector import PartiallyKnownVectorEnv
 
 __all__ = ["CARTPOLE_LARGE_MISMATCH", "CartPoleEnv", "CartPoleVectorEnv", "default_cartpole_cost"]
 

@@ -17,7 +17,8 @@ from kalmannet_ctrl.models import (
     rotate_measurement,
 )
 
-from .core import MismatchParameter, PartiallyKnownEnv, PartiallyKnownVectorEnv, Problem, check_cost
+from .core import MismatchParameter, PartiallyKnownEnv, Problem, check_cost
+from .vector import PartiallyKnownVectorEnv
 
 __all__ = ["LinearSystemEnv", "LinearSystemVectorEnv", "default_linear_system"]
 

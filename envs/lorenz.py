@@ -9,7 +9,8 @@ import numpy as np
 from kalmannet_ctrl._validation import check_positive_float
 from kalmannet_ctrl.models import QuadraticCost, lorenz, noise_from_db
 
-from .core import MismatchParameter, PartiallyKnownEnv, PartiallyKnownVectorEnv, Problem, check_cost
+from .core import MismatchParameter, PartiallyKnownEnv, Problem, check_cost
+from .vector import PartiallyKnownVectorEnv
 
 __all__ = ["LorenzEnv", "LorenzVectorEnv"]
 

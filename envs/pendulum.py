@@ -12,7 +12,8 @@ from kalmannet_ctrl._validation import check_positive_float
 from kalmannet_ctrl.models import QuadraticCost, pendulum, set_parameters
 
 from ._render import PendulumRenderer
-from .core import MismatchParameter, PartiallyKnownEnv, PartiallyKnownVectorEnv, Problem, check_cost
+from .core import MismatchParameter, PartiallyKnownEnv, Problem, check_cost
+from .vector import PartiallyKnownVectorEnv
 
 __all__ = [
     "PENDULUM_X0_COV",
