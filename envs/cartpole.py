@@ -90,6 +90,12 @@ class CartPoleEnv(PartiallyKnownEnv):
       up for the rest of the episode, whatever the controller and for every discount factor
       γ ≤ 1 (discounting only shrinks the later stage costs that failing saves). With u =
       −α K_LQR x on the true state the return rises monotonically from zero force to LQR.
+      With ``failure_discount`` γ < 1 the remaining steps are charged as a learner that
+      discounts by γ counts them, c · (1 − γ^(H − t)) / (1 − γ) for c = max(s' Q s, s_lim' Q
+      s_lim): the discounted return of staying at the failure for the rest of the episode, so
+      failing is still never cheaper than staying up under that discount, while the largest
+      reward a learner sees drops from H · c to at most c / (1 − γ) (4,130 → 413 at γ = 0.98).
+      A training setting (``train_rl``'s ``discount_failure``); comparisons keep the default 1.
     - v0 (``failure="penalty"``): a fixed penalty of 100 (``failure_penalty``). It makes falling
       fast pay: putting a failure off by one step changes the return by
       γ^k (100 (1 − γ) − c_k), negative while the stage cost c_k of a falling pole (2.7–5.8)
@@ -115,6 +121,8 @@ class CartPoleEnv(PartiallyKnownEnv):
     - ``failure``: ``"penalty"`` (v0's default) or ``"rest_of_horizon"`` (v1's), see Rewards.
     - ``horizon``: the episode length the v1 failure cost counts to when the env has no
       ``max_episode_steps`` of its own (made without ``gymnasium.make``); default 500.
+    - ``failure_discount``: the discount γ in (0, 1] of the v1 failure cost's remaining steps,
+      see Rewards (default 1: every remaining step counts in full).
 
     The initial state is x_0 ~ N(0, (0.05² / 3) I), the variance of Gymnasium's
     U(−0.05, 0.05) resets, in both models.
@@ -168,6 +176,7 @@ class CartPoleEnv(PartiallyKnownEnv):
         cost: QuadraticCost | None = None,
         failure: str = "penalty",
         horizon: int = 500,
+        failure_discount: float = 1.0,
         render_mode: str | None = None,
     ) -> None:
         if failure not in _FAILURE_RULES:
@@ -176,6 +185,11 @@ class CartPoleEnv(PartiallyKnownEnv):
             )
         self.failure = failure
         self.horizon = check_positive_int(horizon, "horizon")
+        self.failure_discount = check_positive_float(failure_discount, "failure_discount")
+        if self.failure_discount > 1.0:
+            raise ParameterError(
+                f"failure_discount: expected a value in (0, 1], found {failure_discount}"
+            )
         self._bound = check_positive_float(action_bound, "action_bound")
         self.angle_limit = check_positive_float(angle_limit, "angle_limit")
         if self.angle_limit > math.pi:
@@ -213,7 +227,10 @@ class CartPoleEnv(PartiallyKnownEnv):
         limit = float(corner @ self._Q @ corner)
         xc = self.cost_state(x)
         at_failure = np.einsum("bi,ij,bj->b", xc, self._Q, xc)
-        return np.asarray(steps_left, dtype=np.float64) * np.maximum(at_failure, limit)
+        steps = np.asarray(steps_left, dtype=np.float64)
+        gamma = self.failure_discount
+        weight = steps if gamma == 1.0 else -np.expm1(steps * math.log(gamma)) / (1.0 - gamma)
+        return weight * np.maximum(at_failure, limit)
 
     def _horizon(self) -> int | None:
         return super()._horizon() or self.horizon

@@ -44,6 +44,7 @@ META_KEYS: tuple[str, ...] = (
     "eval_episodes",
     "vec_env",
     "rescale_actions",
+    "discount_failure",
 )
 
 

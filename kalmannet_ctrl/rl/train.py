@@ -36,7 +36,7 @@ from .callbacks import (
 from .controller import RLController
 from .hyperparams import ALGO_CLASSES, META_KEYS, check_algo, hyperparams_for
 from .observations import check_mode
-from .training_envs import EnvSpec, env_spec, training_envs
+from .training_envs import EnvSpec, env_spec, training_envs, vectorized
 
 __all__ = ["train_rl"]
 
@@ -145,6 +145,10 @@ def _plan(
     if not isinstance(rescale_actions, bool):
         raise ParameterError(f"rescale_actions: expected a bool, found {rescale_actions!r}")
     meta["rescale_actions"] = rescale_actions
+    if not isinstance(meta.get("discount_failure", False), bool):
+        raise ParameterError(
+            f"discount_failure: expected a bool, found {meta['discount_failure']!r}"
+        )
     return _Plan(
         env_id,
         algo,
@@ -194,7 +198,19 @@ def _algorithm(
         model = algo_cls(policy, venv, seed=plan.seed, device=device, verbose=verbose, **plan.ctor)
     if plan.root is not None:
         model.set_logger(configure(str(plan.root), ["csv"] + (["stdout"] if verbose else [])))
+    else:
+        model.set_logger(_folderless_logger(verbose))
     return model
+
+
+def _folderless_logger(verbose: int) -> Any:
+    """SB3's logger without a folder: stdout when ``verbose``, else nothing (SB3's own default
+    would create an empty ``SB3-<date>`` folder in the temporary directory at every ``learn``)."""
+    import sys
+
+    from stable_baselines3.common.logger import HumanOutputFormat, Logger
+
+    return Logger(None, [HumanOutputFormat(sys.stdout)] if verbose else [])
 
 
 def _callbacks(
@@ -209,15 +225,15 @@ def _callbacks(
 ) -> tuple[list[Any], BestPolicy | None]:
     """The callbacks of ``learn`` in order (the caller's, best evaluation, checkpoints,
     progress) and the best-evaluation keeper (or None)."""
-    from stable_baselines3.common.env_util import make_vec_env
-
     callbacks: list[Any] = []
     if callback is not None:
         callbacks.extend(callback if isinstance(callback, (list, tuple)) else [callback])
     best = None
     if plan.eval_every is not None:
         best = BestPolicy(
-            make_vec_env(spec.make, n_envs=1, seed=plan.seed + 10_000),
+            # stepped as the training copies are (EvalCallback syncs VecNormalize statistics
+            # through the same chain of wrappers), on the env as judged
+            vectorized(spec.evaluation(), plan.vec_env, 1, plan.seed + 10_000, None),
             venv,
             eval_every=max(plan.eval_every // plan.n_envs, 1),
             episodes=plan.eval_episodes,
@@ -273,12 +289,10 @@ def _learning_curve(
 
 
 def _close_log(model: Any) -> None:
-    """Close the run's CSV log in ``log_dir`` (complete on disk) and give the model the logger
-    SB3 gives a model without one, so that further ``learn`` calls work."""
-    from stable_baselines3.common.utils import configure_logger
-
+    """Close the run's CSV log in ``log_dir`` (complete on disk) and give the model a logger
+    without a folder, so that further ``learn`` calls work."""
     model.logger.close()
-    model.set_logger(configure_logger(model.verbose))
+    model.set_logger(_folderless_logger(model.verbose))
 
 
 def _obs_normalization(venv: Any) -> dict[str, Any] | None:
@@ -326,6 +340,7 @@ def _controller(
         metadata={
             **plan.record(),
             "env_kwargs": _jsonable(spec.env_kwargs),
+            "training_env_kwargs": _jsonable(spec.training_kwargs),
             "env_steps": int(model.num_timesteps),
             "best_eval": best_eval,
         },
@@ -373,10 +388,15 @@ def train_rl(
     adapted from rl-baselines3-zoo's tuned settings for the closest Gymnasium task (Pendulum-v1
     for Pendulum and LinearSystem; the pybullet InvertedPendulumSwingup defaults for CartPole
     SAC, MuJoCo InvertedPendulum-v2 for CartPole PPO; SB3's defaults for other envs), each with
-    its source and why it departs from it. ``"recurrentppo"`` is sb3-contrib's RecurrentPPO (an
-    LSTM policy, rl-zoo's ``ppo_lstm`` settings): meant for raw measurements
-    (``observation="measurement"``, ``history=1``), its LSTM state is carried in the returned
-    controller's state and restarted by ``episode_start``.
+    its source and why it departs from it. An entry with ``discount_failure: true`` trains on
+    copies whose failure cost is discounted at the algorithm's ``gamma`` (the env's
+    ``failure_discount``, e.g. :class:`~kalmannet_ctrl.envs.CartPoleEnv`'s: the rest of the
+    episode charged as that learner discounts it); the learning curve, the best-policy
+    evaluation and every comparison judge the env as made with ``env_kwargs``.
+    ``"recurrentppo"`` is sb3-contrib's RecurrentPPO (an LSTM policy, rl-zoo's ``ppo_lstm``
+    settings): meant for raw measurements (``observation="measurement"``, ``history=1``), its
+    LSTM state is carried in the returned controller's state and restarted by
+    ``episode_start``.
 
     Parameters
     ----------

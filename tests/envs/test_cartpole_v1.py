@@ -132,3 +132,36 @@ def test_without_a_registration_the_horizon_argument_counts() -> None:
     reward, stage, per_step, t = _push_over(CartPoleEnv(failure="rest_of_horizon", horizon=50))
     assert t < 50
     assert reward == pytest.approx(-(stage + (50 - t) * per_step), rel=1e-9)
+
+
+def test_the_discounted_failure_cost_is_the_discounted_rest_of_the_episode() -> None:
+    """failure_discount γ: the charge is c · Σ_{k < n} γ^k (summed term by term here) for n
+    steps left, γ = 1 is v1's n · c, and the native vector env charges the same."""
+    gamma = 0.98
+    reward, stage, per_step, t = _push_over(gym.make(V1, failure_discount=gamma))
+    rest = sum(gamma**k for k in range(500 - t))
+    assert reward == pytest.approx(-(stage + rest * per_step), rel=1e-9)
+    assert rest * per_step < per_step / (1 - gamma) < (500 - t) * per_step
+    single = CartPoleEnv(failure="rest_of_horizon", failure_discount=1.0)
+    x = np.array([[0.1, 0.0, 0.6, 0.2], [2.5, 1.0, 0.1, 0.0]])
+    left = np.array([1, 480])
+    np.testing.assert_allclose(
+        single.failure_cost(x, left), left * single.failure_cost(x, np.ones(2)), rtol=1e-12
+    )
+    # the native vector env (one copy, the same seed and actions) charges the same
+    envs = gym.make_vec(V1, num_envs=1, failure_discount=gamma)
+    envs.reset(seed=3)
+    steps = 0
+    while True:
+        _, r, term, _, _ = envs.step(np.full((1, 1), 10.0, np.float32))
+        steps += 1
+        if term[0]:
+            break
+    assert steps == t and r[0] == pytest.approx(reward, rel=1e-9)
+    envs.close()
+
+
+@pytest.mark.parametrize("value", [0.0, -0.5, 1.5, float("nan")])
+def test_bad_failure_discount_is_typed(value: float) -> None:
+    with pytest.raises(ParameterError, match="failure_discount"):
+        CartPoleEnv(failure_discount=value)

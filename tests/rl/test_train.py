@@ -215,3 +215,17 @@ def test_train_rl_bad_inputs() -> None:
         train_rl(LINEAR, "sac", 64, checkpoint_every=32)
     with pytest.raises(TypeError, match="hyperparams: expected a mapping"):
         train_rl(LINEAR, "sac", 64, hyperparams=[("gamma", 0.9)])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("algo", ["ppo", "sac"])
+def test_train_rl_without_log_dir_writes_no_folder(
+    algo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a log_dir nothing is written: SB3's own default logger would create an empty
+    SB3-<date> folder in the temporary directory at every learn call."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ctrl, _ = train_rl(LINEAR, algo, 128, hyperparams=TINY[algo], n_envs=1, progress=False)
+    ctrl.model.learn(64)  # a further learn call on the returned model works and writes nothing
+    assert sorted(p.name for p in tmp_path.glob("SB3-*")) == []
