@@ -37,7 +37,7 @@ import kalmannet_ctrl.envs  # noqa: F401  (registers the environments)
 from kalmannet_ctrl.controllers import LQG, LQR, design_model
 from kalmannet_ctrl.metrics import ci95
 from kalmannet_ctrl.rl import TrueStateObservation, hyperparams_for, train_rl
-from kalmannet_ctrl.rl.hyperparams import META_KEYS
+from kalmannet_ctrl.rl.hyperparams import META_KEYS, constructor_arguments
 from kalmannet_ctrl.training.rollout import run_episodes
 
 #: The mismatch under which the true model is the nominal one, per env name.
@@ -99,21 +99,27 @@ def on_true_state(env_kwargs: dict, env_id: str, act: Any, episodes: int, seed: 
 
 
 def train_on_true_state(env_id: str, env_kwargs: dict, algo: str, steps: int, seed: int) -> Any:
-    """SB3 with the registered hyperparameters on TrueStateObservation copies."""
+    """SB3 with the registered hyperparameters on TrueStateObservation copies (the failure cost
+    discounted where the entry says ``discount_failure``; stepped by SB3's DummyVecEnv)."""
     from stable_baselines3 import PPO, SAC
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
     ctor = hyperparams_for(env_id, algo)
     meta = {k: ctor.pop(k) for k in list(ctor) if k in META_KEYS}
+    train_kwargs = dict(env_kwargs)
+    if meta.get("discount_failure"):  # as train_rl's training copies
+        train_kwargs["failure_discount"] = ctor.get("gamma", 0.99)
     venv = make_vec_env(
-        lambda: TrueStateObservation(gym.make(env_id, **env_kwargs)),
+        lambda: TrueStateObservation(gym.make(env_id, **train_kwargs)),
         n_envs=int(meta.get("n_envs", 1)),
         seed=seed,
     )
     if meta.get("normalize"):
         venv = VecNormalize(venv, gamma=ctor.get("gamma", 0.99))
-    model = {"ppo": PPO, "sac": SAC}[algo]("MlpPolicy", venv, seed=seed, **ctor)
+    model = {"ppo": PPO, "sac": SAC}[algo](
+        "MlpPolicy", venv, seed=seed, **constructor_arguments(ctor)
+    )
     model.learn(steps)
     if isinstance(venv, VecNormalize):
         venv.training = False

@@ -23,6 +23,7 @@ __all__ = [
     "HYPERPARAMS",
     "META_KEYS",
     "check_algo",
+    "constructor_arguments",
     "env_name",
     "hyperparams_for",
 ]
@@ -122,3 +123,60 @@ def hyperparams_for(
     out.update(HYPERPARAMS.get((env_name(env_id), algo), {}))
     out.update(overrides or {})
     return copy.deepcopy(out)
+
+
+#: Constructor arguments that may be written as rl-zoo's linear schedules, ``"lin_<value>"``.
+SCHEDULE_KEYS: tuple[str, ...] = ("learning_rate", "clip_range", "clip_range_vf")
+
+
+def constructor_arguments(ctor: Mapping[str, Any]) -> dict[str, Any]:
+    """The table's constructor arguments as the algorithm takes them, read as rl-zoo reads
+    its files: ``"lin_<value>"`` for :data:`SCHEDULE_KEYS` is a schedule falling linearly
+    from the value to 0 over training (SB3's ``LinearSchedule``), and ``policy_kwargs``'
+    ``activation_fn`` names a class of ``torch.nn`` (``"ReLU"``). Everything else is passed
+    as written.
+
+    Raises
+    ------
+    ParameterError
+        On a schedule that is not ``lin_`` and a number, or an unknown activation.
+
+    Examples
+    --------
+    >>> constructor_arguments({"learning_rate": "lin_1e-3"})["learning_rate"](0.5)
+    0.0005
+    """
+    from stable_baselines3.common.utils import LinearSchedule
+
+    out = copy.deepcopy(dict(ctor))
+    for key in SCHEDULE_KEYS:
+        value = out.get(key)
+        if not isinstance(value, str):
+            continue
+        match = re.fullmatch(r"lin_([0-9.eE+-]+)", value)
+        try:
+            start = float(match.group(1)) if match else float("nan")
+        except ValueError:
+            start = float("nan")
+        if not start > 0:
+            raise ParameterError(
+                f"{key}: expected a number or rl-zoo's 'lin_<positive number>', found {value!r}"
+            )
+        out[key] = LinearSchedule(start, 0.0, 1.0)
+    kwargs = out.get("policy_kwargs")
+    if isinstance(kwargs, dict) and isinstance(kwargs.get("activation_fn"), str):
+        import torch.nn
+
+        name = kwargs["activation_fn"]
+        activation = getattr(torch.nn, name, None)
+        if not (
+            isinstance(activation, type)
+            and issubclass(activation, torch.nn.Module)
+            and activation.__module__ == "torch.nn.modules.activation"
+        ):
+            raise ParameterError(
+                f"policy_kwargs.activation_fn: expected the name of a torch.nn activation "
+                f"class such as 'ReLU', found {name!r}"
+            )
+        kwargs["activation_fn"] = activation
+    return out

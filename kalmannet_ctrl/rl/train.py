@@ -34,7 +34,13 @@ from .callbacks import (
     progress_callback,
 )
 from .controller import RLController
-from .hyperparams import ALGO_CLASSES, META_KEYS, check_algo, hyperparams_for
+from .hyperparams import (
+    ALGO_CLASSES,
+    META_KEYS,
+    check_algo,
+    constructor_arguments,
+    hyperparams_for,
+)
 from .observations import check_mode
 from .training_envs import EnvSpec, env_spec, training_envs, vectorized
 
@@ -195,7 +201,8 @@ def _algorithm(
             model.load_replay_buffer(str(buffer))
     else:
         policy = plan.meta.get("policy", "MlpPolicy")
-        model = algo_cls(policy, venv, seed=plan.seed, device=device, verbose=verbose, **plan.ctor)
+        ctor = constructor_arguments(plan.ctor)
+        model = algo_cls(policy, venv, seed=plan.seed, device=device, verbose=verbose, **ctor)
     if plan.root is not None:
         model.set_logger(configure(str(plan.root), ["csv"] + (["stdout"] if verbose else [])))
     else:

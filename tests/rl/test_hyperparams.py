@@ -15,7 +15,11 @@ from stable_baselines3 import PPO, SAC  # noqa: E402
 
 from kalmannet_ctrl.errors import ParameterError  # noqa: E402
 from kalmannet_ctrl.rl import ALGOS, HYPERPARAMS, hyperparams_for  # noqa: E402
-from kalmannet_ctrl.rl.hyperparams import META_KEYS  # noqa: E402
+from kalmannet_ctrl.rl.hyperparams import (  # noqa: E402
+    META_KEYS,
+    SCHEDULE_KEYS,
+    constructor_arguments,
+)
 
 FOLDER = files("kalmannet_ctrl.rl").joinpath("hyperparams")
 
@@ -31,6 +35,7 @@ def test_hyperparams_table_holds_valid_sb3_arguments() -> None:
         "eval_episodes",
         "vec_env",
         "rescale_actions",
+        "discount_failure",
     }
     assert set(META_KEYS) == meta
     from sb3_contrib import RecurrentPPO
@@ -77,7 +82,10 @@ def test_numbers_are_numbers() -> None:
         for name, value in params.items():
             if name in ("ent_coef",) and value == "auto":
                 continue
-            if name in ("policy_kwargs", "policy"):
+            if name in ("policy_kwargs", "policy", "vec_env"):
+                continue
+            if name in SCHEDULE_KEYS and isinstance(value, str):
+                assert re.fullmatch(r"lin_\d[\d.e-]*", value), (key, name, value)
                 continue
             assert isinstance(value, (int, float)), (key, name, value)
     assert HYPERPARAMS[("Pendulum", "sac")]["learning_rate"] == 1e-3
@@ -99,3 +107,31 @@ def test_hyperparams_for_merges_fallback_entry_and_overrides() -> None:
         hyperparams_for("Pendulum-v1", "td3")
     with pytest.raises(TypeError, match="hyperparams: expected a mapping"):
         hyperparams_for("Pendulum-v1", "ppo", [("gamma", 0.9)])  # type: ignore[arg-type]
+
+
+def test_constructor_arguments_read_zoos_schedules_and_activations() -> None:
+    import torch
+
+    args = constructor_arguments(
+        {
+            "learning_rate": "lin_1e-3",
+            "clip_range": "lin_0.2",
+            "gamma": 0.98,
+            "policy_kwargs": {"activation_fn": "ReLU", "net_arch": [8]},
+        }
+    )
+    # rl-zoo's lin_<v>: v at the start of training (progress_remaining 1), falling to 0
+    for remaining in (1.0, 0.5, 0.1, 0.0):
+        assert args["learning_rate"](remaining) == pytest.approx(1e-3 * remaining)
+        assert args["clip_range"](remaining) == pytest.approx(0.2 * remaining)
+    assert args["gamma"] == 0.98
+    assert args["policy_kwargs"] == {"activation_fn": torch.nn.ReLU, "net_arch": [8]}
+    table = {"learning_rate": 3e-4, "policy_kwargs": {"activation_fn": "Tanh"}}
+    constructor_arguments(table)
+    assert table["policy_kwargs"]["activation_fn"] == "Tanh"  # the table is not modified
+    for bad in ("lin_", "lin_-1", "exp_1e-3", "lin_1e-3x"):
+        with pytest.raises(ParameterError, match="learning_rate: expected a number or"):
+            constructor_arguments({"learning_rate": bad})
+    for bad in ("relu", "Linear2", "Module"):
+        with pytest.raises(ParameterError, match="activation_fn"):
+            constructor_arguments({"policy_kwargs": {"activation_fn": bad}})

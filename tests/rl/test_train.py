@@ -229,3 +229,31 @@ def test_train_rl_without_log_dir_writes_no_folder(
     ctrl, _ = train_rl(LINEAR, algo, 128, hyperparams=TINY[algo], n_envs=1, progress=False)
     ctrl.model.learn(64)  # a further learn call on the returned model works and writes nothing
     assert sorted(p.name for p in tmp_path.glob("SB3-*")) == []
+
+
+def test_train_rl_reads_zoo_schedules_and_saves_them(tmp_path: Path) -> None:
+    """The text "lin_1e-3" trains with SB3's linear schedule (rl-zoo's convention), an
+    activation name builds that activation, the record keeps the table's text and the saved
+    policy loads (for inference: its schedules are not restored) and acts the same."""
+    hp = {
+        **TINY["ppo"],
+        "learning_rate": "lin_1e-3",
+        "clip_range": "lin_0.2",
+        "policy_kwargs": {"activation_fn": "ReLU", "net_arch": [16]},
+    }
+    ctrl, info = train_rl(
+        LINEAR, "ppo", 128, hyperparams=hp, n_envs=1, progress=False, log_dir=tmp_path
+    )
+    model = ctrl.model
+    assert model.lr_schedule(1.0) == pytest.approx(1e-3)
+    assert model.lr_schedule(0.25) == pytest.approx(2.5e-4)
+    assert model.clip_range(0.5) == pytest.approx(0.1)
+    # the last update (after 128 of 128 steps) ran at the schedule's end, not at 1e-3
+    assert model.policy.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert any(isinstance(m, torch.nn.ReLU) for m in model.policy.modules())
+    assert not any(isinstance(m, torch.nn.Tanh) for m in model.policy.modules())
+    assert info["hyperparams"]["learning_rate"] == "lin_1e-3"
+    loaded = load_rl(tmp_path / "final.zip")
+    assert any(isinstance(m, torch.nn.ReLU) for m in loaded.model.policy.modules())
+    y = np.random.default_rng(0).normal(size=(6, 50, 1))
+    np.testing.assert_array_equal(policy_actions(ctrl, y), policy_actions(loaded, y))
