@@ -9,7 +9,7 @@ function's signature.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -408,6 +408,15 @@ def _rl(ctx: BuildContext, algo: str) -> Any:
         return RLController.load(folder / "policy.zip", ctx.env.nominal_model)
 
     return ctx.cached(build, save, load)
+
+
+def rl_settings(algo: str, env_id: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """An RL method's :attr:`Method.settings <kalmannet_ctrl.bench.Method>`: the entry of the
+    hyperparameter table it trains with on ``env_id`` (with the config's ``hyperparams``
+    overrides), :func:`~kalmannet_ctrl.rl.hyperparams_for`'s."""
+    from ..rl.hyperparams import hyperparams_for
+
+    return hyperparams_for(env_id, algo, config.get("hyperparams"))
 
 
 def build_ppo(ctx: BuildContext) -> Any:

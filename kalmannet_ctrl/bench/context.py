@@ -139,7 +139,11 @@ class BuildContext:
         the training data used) is stored beside the artefact and restored with it;
         ``train_info["loaded"]`` tells which happened.
         """
-        config = dict(self.config)
+        config = (
+            dict(self.config)
+            if self.method is None
+            else self.method.key_config(self.scenario.env_id)
+        )
         parts = (
             self.scenario.key(),
             f"{self.method_name}-{stable_hash(config, 8)}",
@@ -198,6 +202,11 @@ class Method:
     measure : {"cost", "mse"}
         What the gap closed compares: the closed-loop cost (control), or the estimation MSE
         in dB (estimation-only methods, whose cost is that of zero input).
+    settings : callable, optional
+        ``settings(env_id, config) -> JSON-able``: what the method reads from outside its
+        config for a scenario's env, e.g. the RL methods' entry of the hyperparameter table;
+        module-level (picklable). Part of the cache keys, so that a changed table entry
+        retrains the method instead of loading what the old entry trained.
     """
 
     name: str
@@ -209,6 +218,7 @@ class Method:
     family: str = "model-based"
     baseline: bool = False
     measure: str = "cost"
+    settings: Callable[[str, Mapping[str, Any]], Any] | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -225,6 +235,13 @@ class Method:
         """The seed of this method's training in a comparison seeded ``seed``."""
         return int(self.config.get(TRAIN_SEED, seed))
 
+    def key_config(self, env_id: str) -> dict[str, Any]:
+        """What the cache keys hold of this method on ``env_id``: its config and, with
+        ``settings``, what those read from elsewhere (under ``"settings"``)."""
+        config = dict(self.config)
+        if self.settings is not None:
+            config["settings"] = self.settings(env_id, self.config)
+        return config
 
 
 METHODS: dict[str, Method] = {}

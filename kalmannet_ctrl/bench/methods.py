@@ -12,6 +12,7 @@ This module registers the built-in methods (their build functions are in
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from .builders import (
@@ -34,6 +35,7 @@ from .builders import (
     estimation_only,
     has_inputs,
     regulates_the_origin,
+    rl_settings,
 )
 from .context import FAMILIES, METHODS, BuildContext, Method, get_method, register_method
 from .presets import budget
@@ -249,6 +251,7 @@ for _method in (
             "PPO (Stable-Baselines3) observing the nominal KF/EKF estimate; long training",
             has_inputs,
             config={"observation": "estimate"},
+            settings=partial(rl_settings, "ppo"),
         ),
         Method(
             "sac",
@@ -256,6 +259,7 @@ for _method in (
             "SAC (Stable-Baselines3) observing the nominal KF/EKF estimate; long training",
             has_inputs,
             config={"observation": "estimate"},
+            settings=partial(rl_settings, "sac"),
         ),
         Method(
             "ppo-measurement",
@@ -263,6 +267,7 @@ for _method in (
             "PPO (Stable-Baselines3) observing the last measurements (history of 4); long training",
             has_inputs,
             config={"observation": "measurement"},
+            settings=partial(rl_settings, "ppo"),
         ),
         Method(
             "sac-measurement",
@@ -270,6 +275,7 @@ for _method in (
             "SAC (Stable-Baselines3) observing the last measurements (history of 4); long training",
             has_inputs,
             config={"observation": "measurement"},
+            settings=partial(rl_settings, "sac"),
         ),
         Method(
             "recurrentppo-measurement",
@@ -277,6 +283,7 @@ for _method in (
             "RecurrentPPO (sb3-contrib, an LSTM policy) on the raw measurements; long training",
             has_inputs,
             config={"observation": "measurement", "history": 1},
+            settings=partial(rl_settings, "recurrentppo"),
         ),
     ),
 ):

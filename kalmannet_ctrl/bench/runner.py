@@ -53,7 +53,7 @@ class CellTask:
         spec = {
             "scenario": self.scenario.key(),
             "method": self.method.name,
-            "config": dict(self.method.config),
+            "config": self.method.key_config(self.scenario.env_id),
             "episodes": self.episodes,
             "seed": self.seed,
             "version": __version__,

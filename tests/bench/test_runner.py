@@ -449,3 +449,52 @@ def test_success_is_the_envs_criterion_not_only_the_absence_of_failure() -> None
     )
     assert results.get(pendulum.label, ZERO_TORQUE.name).success_rate == 0.0
     assert results.get(LINEAR.label, ZERO_TORQUE.name).success_rate == 1.0
+
+
+#: What the settings of the test method below read: a table outside its config.
+_TABLE = {"LinearSystem": {"n": 200}}
+
+
+def _table_settings(env_id: str, config) -> dict:
+    return dict(_TABLE["LinearSystem"])
+
+
+def test_methods_settings_are_part_of_the_cache_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A method's ``settings`` (what it reads outside its config, e.g. an RL method's
+    hyperparameter entry) key its cells and artefacts: a changed entry trains again, an
+    unchanged one is loaded; methods without settings keep the keys of their config alone."""
+    from kalmannet_ctrl.bench.runner import CellTask
+    from kalmannet_ctrl.rl.hyperparams import HYPERPARAMS
+
+    method = Method("fitted-table", _fit_noise, "test", config={"n": 200}, settings=_table_settings)
+
+    def run() -> list[Path]:
+        compare(
+            [LINEAR],
+            [method],
+            episodes=2,
+            seed=0,
+            executor=LocalExecutor(1),
+            output_dir=tmp_path,
+            progress=False,
+        )
+        return sorted((tmp_path / "artifacts").rglob("fit.pt"))
+
+    first = run()
+    assert len(first) == 1 and len(list((tmp_path / "cells").glob("*.json"))) == 1
+    assert run() == first and len(list((tmp_path / "cells").glob("*.json"))) == 1  # cached
+    monkeypatch.setitem(_TABLE, "LinearSystem", {"n": 300})
+    second = run()
+    assert len(second) == 2 and len(list((tmp_path / "cells").glob("*.json"))) == 2
+    # the registered RL methods read the hyperparameter table so
+    ppo = get_method("ppo")
+    key = CellTask(LINEAR, ppo, 2, 0, None).key()
+    entry = dict(HYPERPARAMS[("LinearSystem", "ppo")], gamma=0.5)
+    monkeypatch.setitem(HYPERPARAMS, ("LinearSystem", "ppo"), entry)
+    assert CellTask(LINEAR, ppo, 2, 0, None).key() != key
+    assert ppo.key_config(LINEAR.env_id)["settings"]["gamma"] == 0.5
+    # without settings: the config alone (the keys of caches written before settings existed)
+    lqg = get_method("lqg-nominal")
+    assert lqg.settings is None and lqg.key_config(LINEAR.env_id) == dict(lqg.config)
