@@ -17,7 +17,8 @@ of them without names: hours of CPU more, most of it SAC. Their training records
 curve (``--curve-every`` env steps between points, each ``--curve-episodes`` seeded episodes
 judged as the table judges them: success and cost per step on the env's own cost); ``--rl``
 prints the last point of each and writes the curves to ``<output>/curves/`` (a CSV per scenario
-and method, a PNG per scenario).
+and method, a PNG per scenario), and the cost of zero input on the same episodes (what a policy
+on measurements must beat).
 
 ``--unfolded`` adds the deep-unfolding rows at three iteration counts: ``unfolded-mpc`` (MPC on
 the nominal model solved by K projected-gradient iterations with learned step sizes and QP data,
@@ -52,7 +53,9 @@ from pathlib import Path
 import numpy as np
 
 from kalmannet_ctrl.bench import LocalExecutor, compare, default_scenarios, get_method
+from kalmannet_ctrl.metrics import ci95
 from kalmannet_ctrl.rl import plot_learning_curves, write_learning_curve
+from kalmannet_ctrl.training.rollout import run_episodes
 
 METHODS = (
     "lqg-oracle",
@@ -154,6 +157,31 @@ def save_curves(results, folder: Path) -> list[tuple[str, str, dict]]:
     return last
 
 
+class _ZeroInput:
+    """The controller that never acts (a batch of zero inputs)."""
+
+    def __init__(self, n_u: int) -> None:
+        self.n_u = n_u
+
+    def predict(self, y, state=None, episode_start=None, deterministic=True):
+        return np.zeros((np.asarray(y).shape[0], self.n_u), np.float32), state
+
+
+def zero_input(scenario, episodes: int, seed: int) -> tuple[float, float, float]:
+    """Mean cost per step, its 95 % CI half-width and the success rate of zero input on the
+    comparison's seeded episodes of ``scenario``."""
+    envs = scenario.make_vec(episodes)
+    try:
+        steps = scenario.steps
+        n_u = int(np.prod(envs.single_action_space.shape))
+        roll = run_episodes(envs, _ZeroInput(n_u), steps, seed=seed)
+    finally:
+        envs.close()
+    cost = roll.cost_per_step(steps)
+    success = roll.succeeded(scenario.make().unwrapped)
+    return float(cost.mean()), ci95(cost), float(np.mean(success))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -217,6 +245,12 @@ def main() -> None:
         print("|---|---|---:|---:|---:|---:|---:|")
         print("\n".join(seed_summary(results, args.train_seeds)))
     if args.rl is not None:
+        print(f"\nZero input on the same {args.episodes} episodes (what a policy must beat):\n")
+        print("| scenario | cost / step (± 95% CI) | success |")
+        print("|---|---:|---:|")
+        for scenario in default_scenarios(args.scenarios):
+            cost, ci, success = zero_input(scenario, args.episodes, args.seed)
+            print(f"| {scenario.label} | {cost:.4g} ± {ci:.2g} | {100 * success:.0f} % |")
         folder = Path(args.output) / "curves"
         print(f"\nLearning curves in {folder}; their last points:\n")
         print("| scenario | method | env steps | train [s] | success | cost / step (± 95% CI) |")
