@@ -103,7 +103,7 @@ def test_without_gamma_the_algorithms_default_discount_is_used(
         n_envs=1,
         progress=False,
     )
-    assert probe.seen == [1.0]  # switched off (the registered entry has it on): the env's own charge
+    assert probe.seen == [1.0]  # switched off (the registered entry has it on): the env's charge
 
 
 def test_discount_failure_bad_input() -> None:
